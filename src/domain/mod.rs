@@ -1,0 +1,1 @@
+//! The course record: events, state, decisions.
