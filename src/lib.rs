@@ -1,8 +1,10 @@
 //! vivirk: an event-sourced record of long programmes for young people with disabilities.
 //!
 //! Layers, from the bottom up (see ARCHITECTURE.md):
+//! - [`clock`]: injected time.
 //! - [`log`]: the append-only segment log (the truth) and its sled index (derived).
 //! - [`domain`]: typed, versioned events and pure decisions; knows nothing of storage or HTTP.
 
-pub mod log;
+pub mod clock;
 pub mod domain;
+pub mod log;
