@@ -4,7 +4,12 @@
 //! - [`clock`]: injected time.
 //! - [`log`]: the append-only segment log (the truth) and its sled index (derived).
 //! - [`domain`]: typed, versioned events and pure decisions; knows nothing of storage or HTTP.
+//! - [`api`]: the HTTP API; [`settings`], [`serve`] and [`cli`] wire it to the command line.
 
+pub mod api;
+pub mod cli;
 pub mod clock;
 pub mod domain;
 pub mod log;
+pub mod serve;
+pub mod settings;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `vivirk` binary: only parses arguments (see `vivirk::cli`).
+
+fn main() -> std::process::ExitCode {
+    vivirk::cli::run()
+}

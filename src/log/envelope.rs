@@ -232,11 +232,7 @@ pub fn check_lengths(ev: &NewEvent) -> Result<(), &'static str> {
     if ev.event_type.is_empty() || ev.event_type.len() > MAX_EVENT_TYPE_LEN {
         return Err("event_type must be 1..=128 bytes");
     }
-    if !ev
-        .event_type
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-    {
+    if !ev.event_type.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
         return Err("event_type must be ASCII letters, digits, '_' or '.'");
     }
     if ev.actor.role.is_empty() || ev.actor.role.len() > MAX_ROLE_LEN {
@@ -271,10 +267,7 @@ impl<'a> Reader<'a> {
 
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
-            return Err(DecodeError::Truncated {
-                at: self.at,
-                needed: n - self.remaining(),
-            });
+            return Err(DecodeError::Truncated { at: self.at, needed: n - self.remaining() });
         }
         let s = &self.buf[self.at..self.at + n];
         self.at += n;
@@ -335,8 +328,7 @@ pub(crate) fn decode_canonical(r: &mut Reader<'_>) -> Result<DecodedCanonical, D
     }
     let position = r.u64()?;
     let stream_len = r.u16()? as usize;
-    let stream = StreamId::parse(r.str(stream_len, "stream")?)
-        .map_err(|_| DecodeError::Invalid("stream"))?;
+    let stream = StreamId::parse(r.str(stream_len, "stream")?).map_err(|_| DecodeError::Invalid("stream"))?;
     let stream_version = r.u64()?;
     let event_id = r.uuid()?;
     let et_len = r.u8()? as usize;
@@ -370,11 +362,7 @@ pub(crate) fn decode_canonical(r: &mut Reader<'_>) -> Result<DecodedCanonical, D
         occurred_at,
         recorded_at,
         actor: LogActor { account_id, role },
-        metadata: Metadata {
-            correlation_id,
-            causation_id,
-            device_id,
-        },
+        metadata: Metadata { correlation_id, causation_id, device_id },
         data_sha256,
     })
 }

@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 pub use envelope::{
-    CanonicalFields, DecodeError, Envelope, EnvelopeJson, Hash, LogActor, Metadata, NewEvent,
-    OwnedEnvelopeJson, ZERO_HASH, from_nanos, to_nanos,
+    CanonicalFields, DecodeError, Envelope, EnvelopeJson, Hash, LogActor, Metadata, NewEvent, OwnedEnvelopeJson,
+    ZERO_HASH, from_nanos, to_nanos,
 };
 pub use index::{IndexError, Loc, StreamHead};
 pub use record::{MAX_DATA, decode_payload, frame_head};
@@ -35,22 +35,12 @@ pub use segment::ChainTip;
 pub use stream::{InvalidStreamId, StreamId};
 
 use crate::clock::{SharedClock, SystemClock};
-use index::{Index, IndexBatch};
+use index::Index;
 use segment::{HEADER_LEN, Segment};
 use writer::{Request, Writer};
 
 /// Whether an append waits for the disk.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Deserialize,
-    serde::Serialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// `fdatasync` before any append is acknowledged. The only setting for real data.
@@ -110,11 +100,7 @@ pub struct AppendResult {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AppendError {
     #[error("stream {stream} is at version {actual}, expected {expected:?}")]
-    WrongExpectedVersion {
-        stream: StreamId,
-        expected: ExpectedVersion,
-        actual: u64,
-    },
+    WrongExpectedVersion { stream: StreamId, expected: ExpectedVersion, actual: u64 },
     #[error("event id {event_id} is already stored with different content")]
     EventIdConflict { event_id: Uuid },
     #[error("invalid append: {0}")]
@@ -129,10 +115,7 @@ pub enum AppendError {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("data directory {path}: {source}")]
-    Dir {
-        path: String,
-        source: std::io::Error,
-    },
+    Dir { path: String, source: std::io::Error },
     #[error("data directory {0} is in use by another vivirk process")]
     Locked(String),
     #[error(transparent)]
@@ -151,16 +134,18 @@ pub enum ReadError {
     Index(String),
 }
 
-impl From<IndexError> for ReadError {
-    fn from(e: IndexError) -> Self {
-        ReadError::Index(e.to_string())
-    }
-}
-
 #[derive(Default, Debug)]
 pub struct LogStats {
     pub batches: AtomicU64,
     pub events: AtomicU64,
+    /// Time the writer spent, in nanoseconds: checking and encoding, writing, syncing, indexing.
+    pub prepare_ns: AtomicU64,
+    pub write_ns: AtomicU64,
+    pub sync_ns: AtomicU64,
+    pub index_ns: AtomicU64,
+    /// Syncs that took longer than 10 ms, and the longest one (ns): the disk's stalls.
+    pub slow_syncs: AtomicU64,
+    pub max_sync_ns: AtomicU64,
 }
 
 /// What the writer and the readers share.
@@ -184,10 +169,7 @@ impl Shared {
     }
 
     fn push_segment(&self, seg: Arc<Segment>) {
-        self.segments
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(seg);
+        self.segments.write().unwrap_or_else(|p| p.into_inner()).push(seg);
     }
 
     fn segment_for(&self, position: u64) -> Option<Arc<Segment>> {
@@ -203,15 +185,11 @@ impl Shared {
     }
 
     fn read_loc(&self, loc: Loc) -> Result<Envelope, String> {
-        let seg = self
-            .segment_for(loc.position)
-            .ok_or_else(|| format!("no segment holds position {}", loc.position))?;
+        let seg =
+            self.segment_for(loc.position).ok_or_else(|| format!("no segment holds position {}", loc.position))?;
         match segment::read_frame_at(&seg.file, loc.offset as u64)? {
             Some(r) if r.envelope.position == loc.position => Ok(r.envelope),
-            Some(r) => Err(format!(
-                "index points at position {} but found {}",
-                loc.position, r.envelope.position
-            )),
+            Some(r) => Err(format!("index points at position {} but found {}", loc.position, r.envelope.position)),
             None => Err(format!("no record at position {}", loc.position)),
         }
     }
@@ -253,7 +231,8 @@ pub struct OpenReport {
     pub index_caught_up: u64,
 }
 
-fn lock_dir(dir: &Path) -> Result<std::fs::File, OpenError> {
+/// Takes the data directory's exclusive lock (released when the file is dropped or the process dies).
+pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, OpenError> {
     use std::os::fd::AsRawFd;
     let path = dir.join("LOCK");
     let f = std::fs::OpenOptions::new()
@@ -261,10 +240,7 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, OpenError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|source| OpenError::Dir {
-            path: path.display().to_string(),
-            source,
-        })?;
+        .map_err(|source| OpenError::Dir { path: path.display().to_string(), source })?;
     // SAFETY: flock on an fd we own; released by the kernel when the process dies.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
@@ -281,21 +257,17 @@ impl EventLog {
         };
         let log_dir = config.dir.join("log");
         std::fs::create_dir_all(&log_dir).map_err(dir_err(&log_dir))?;
-        let lock = lock_dir(&config.dir)?;
+        let lock = lock_data_dir(&config.dir)?;
         let mut report = OpenReport::default();
 
         // 1. The log: find the segments, recover the tail of the last one.
         let mut list = segment::list_segments(&log_dir).map_err(dir_err(&log_dir))?;
         if list.is_empty() {
-            let seg =
-                segment::create(&log_dir, 1, config.segment_size).map_err(dir_err(&log_dir))?;
+            let seg = segment::create(&log_dir, 1, config.segment_size).map_err(dir_err(&log_dir))?;
             list.push((1, seg.path));
         }
         let (end, tip) = loop {
-            let (first, path) = list
-                .last()
-                .cloned()
-                .ok_or_else(|| OpenError::Log("no segments".into()))?;
+            let (first, path) = list.last().cloned().ok_or_else(|| OpenError::Log("no segments".into()))?;
             let bytes = std::fs::read(&path).map_err(dir_err(&path))?;
             let before = (first == 1).then(ChainTip::default);
             let scan = segment::scan(&bytes, &path, before)?;
@@ -313,10 +285,7 @@ impl EventLog {
                     "cutting a torn tail that was never acknowledged"
                 );
                 report.torn_tail = Some((path.display().to_string(), *offset, reason.clone()));
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(dir_err(&path))?;
+                let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(dir_err(&path))?;
                 f.set_len(scan.end).map_err(dir_err(&path))?;
                 f.sync_all().map_err(dir_err(&path))?;
             }
@@ -331,10 +300,7 @@ impl EventLog {
             }
             segments.push(Arc::new(seg));
         }
-        let active = segments
-            .last()
-            .cloned()
-            .ok_or_else(|| OpenError::Log("no segments".into()))?;
+        let active = segments.last().cloned().ok_or_else(|| OpenError::Log("no segments".into()))?;
         let (watch_tx, _) = watch::channel(tip.position);
         let shared = Arc::new(Shared {
             segments: RwLock::new(segments),
@@ -350,17 +316,13 @@ impl EventLog {
 
         // 2. The index: open, or rebuild when it is missing, damaged or ahead of the log.
         let index_dir = config.dir.join("index");
-        let opened = std::panic::catch_unwind(|| {
-            Index::open(&index_dir).and_then(|i| i.checkpoint().map(|c| (i, c)))
-        });
+        let opened = std::panic::catch_unwind(|| Index::open(&index_dir));
         let rebuild_reason = match opened {
-            Ok(Ok((i, c))) if c <= tip.position => Ok(i),
-            Ok(Ok((i, c))) => {
+            Ok(Ok(i)) if i.checkpoint() <= tip.position => Ok(i),
+            Ok(Ok(i)) => {
+                let why = format!("index checkpoint {} is ahead of the log head {}", i.checkpoint(), tip.position);
                 drop(i);
-                Err(format!(
-                    "index checkpoint {c} is ahead of the log head {}",
-                    tip.position
-                ))
+                Err(why)
             }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("sled panicked while opening the index".to_string()),
@@ -375,12 +337,16 @@ impl EventLog {
             }
         };
         let index = Arc::new(index);
-        report.index_caught_up =
-            catch_up(&shared, &index, tip.position, config.progress.as_deref())?;
+        report.index_caught_up = catch_up(&shared, &index, tip.position, config.progress.as_deref())?;
 
-        // 3. The writer.
+        // 3. The writer and the index persister.
+        let (persist_tx, persister) = writer::spawn_persister(index.clone(), shared.clone())
+            .map_err(|e| OpenError::Log(format!("cannot start the index persister: {e}")))?;
         let (tx, rx) = mpsc::channel(16 * 1024);
+        let spare = segment::SparePrep::start(&log_dir, config.segment_size)
+            .map_err(|e| OpenError::Log(format!("cannot start the segment preparer: {e}")))?;
         let writer = Writer {
+            spare,
             dir: log_dir,
             shared: shared.clone(),
             index: index.clone(),
@@ -390,7 +356,8 @@ impl EventLog {
             segment_size: config.segment_size,
             durability: config.durability,
             clock: config.clock.clone(),
-            heads: Default::default(),
+            persist_tx,
+            persister: Some(persister),
             buf: Vec::with_capacity(1 << 20),
             scratch: Vec::with_capacity(512),
         };
@@ -423,17 +390,8 @@ impl EventLog {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
         let (reply, rx) = oneshot::channel();
-        let req = Request::Append {
-            stream: stream.clone(),
-            expected,
-            events,
-            reply,
-        };
-        self.inner
-            .tx
-            .send(req)
-            .await
-            .map_err(|_| AppendError::Closed)?;
+        let req = Request::Append { stream: stream.clone(), expected, events, reply };
+        self.inner.tx.send(req).await.map_err(|_| AppendError::Closed)?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
@@ -445,48 +403,25 @@ impl EventLog {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
         let (reply, rx) = oneshot::channel();
-        let req = Request::Append {
-            stream: stream.clone(),
-            expected,
-            events,
-            reply,
-        };
-        self.inner
-            .tx
-            .blocking_send(req)
-            .map_err(|_| AppendError::Closed)?;
+        let req = Request::Append { stream: stream.clone(), expected, events, reply };
+        self.inner.tx.blocking_send(req).map_err(|_| AppendError::Closed)?;
         rx.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
     /// Finishes every append already handed over, then stops the writer.
     pub async fn shutdown(&self) {
         let (reply, rx) = oneshot::channel();
-        if self
-            .inner
-            .tx
-            .send(Request::Shutdown { reply })
-            .await
-            .is_ok()
-        {
+        if self.inner.tx.send(Request::Shutdown { reply }).await.is_ok() {
             let _ = rx.await;
         }
     }
 
     /// The last durable position (0 for an empty log) and its hash.
     pub fn head(&self) -> (u64, Hash) {
-        let hash = *self
-            .inner
-            .shared
-            .head_hash
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let hash = *self.inner.shared.head_hash.lock().unwrap_or_else(|p| p.into_inner());
         // Read the position after the hash: publish stores the hash first.
         let pos = self.inner.shared.committed.load(Ordering::Acquire);
-        if pos == 0 {
-            (0, ZERO_HASH)
-        } else {
-            (pos, hash)
-        }
+        if pos == 0 { (0, ZERO_HASH) } else { (pos, hash) }
     }
 
     pub fn committed(&self) -> u64 {
@@ -506,32 +441,28 @@ impl EventLog {
 
     pub fn stats(&self) -> (u64, u64) {
         let s = &self.inner.shared.stats;
-        (
-            s.batches.load(Ordering::Relaxed),
-            s.events.load(Ordering::Relaxed),
-        )
+        (s.batches.load(Ordering::Relaxed), s.events.load(Ordering::Relaxed))
+    }
+
+    /// The writer's counters (for `/metrics` and the benchmark).
+    pub fn writer_stats(&self) -> &LogStats {
+        &self.inner.shared.stats
     }
 
     pub fn is_healthy(&self) -> bool {
-        !self.inner.shared.poisoned.load(Ordering::Acquire)
-            && !self.inner.shared.index_stale.load(Ordering::Acquire)
+        !self.inner.shared.poisoned.load(Ordering::Acquire) && !self.inner.shared.index_stale.load(Ordering::Acquire)
     }
 
     pub fn stream_head(&self, stream: &StreamId) -> Result<Option<StreamHead>, ReadError> {
-        Ok(self.inner.index.head(&stream.index_key())?)
+        Ok(self.inner.index.head(&stream.index_key()))
     }
 
     /// The event with this id, if stored.
     pub fn read_event(&self, event_id: Uuid) -> Result<Option<Envelope>, ReadError> {
-        match self.inner.index.event(event_id)? {
+        match self.inner.index.event(event_id) {
             None => Ok(None),
             Some(loc) if loc.position > self.committed() => Ok(None),
-            Some(loc) => self
-                .inner
-                .shared
-                .read_loc(loc)
-                .map(Some)
-                .map_err(ReadError::Damaged),
+            Some(loc) => self.inner.shared.read_loc(loc).map(Some).map_err(ReadError::Damaged),
         }
     }
 
@@ -546,13 +477,9 @@ impl EventLog {
     ) -> Result<Vec<Envelope>, ReadError> {
         let key = stream.index_key();
         let locs = if backward {
-            self.inner
-                .index
-                .stream_range(&key, 1, from_version, true, limit)?
+            self.inner.index.stream_range(&key, 1, from_version, true, limit)
         } else {
-            self.inner
-                .index
-                .stream_range(&key, from_version.max(1), u64::MAX, false, limit)?
+            self.inner.index.stream_range(&key, from_version.max(1), u64::MAX, false, limit)
         };
         let committed = self.committed();
         locs.into_iter()
@@ -568,77 +495,66 @@ impl EventLog {
 
     /// Iterates the log from `from_position` to the position that was durable when called.
     pub fn iter_from(&self, from_position: u64) -> Result<LogIter, ReadError> {
-        LogIter::new(
-            self.inner.shared.clone(),
-            &self.inner.index,
-            from_position.max(1),
-            self.committed(),
-        )
+        LogIter::new(self.inner.shared.clone(), &self.inner.index, from_position.max(1), self.committed())
     }
 
     /// Bytes on disk: (log segments, index).
     pub fn disk_usage(&self) -> (u64, u64) {
-        let segs = self
-            .inner
-            .shared
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        let sealed: u64 = segs[..segs.len().saturating_sub(1)]
-            .iter()
-            .map(|s| s.file.metadata().map(|m| m.len()).unwrap_or(0))
-            .sum();
+        let segs = self.inner.shared.segments.read().unwrap_or_else(|p| p.into_inner());
+        let sealed: u64 =
+            segs[..segs.len().saturating_sub(1)].iter().map(|s| s.file.metadata().map(|m| m.len()).unwrap_or(0)).sum();
         drop(segs);
-        (
-            sealed + self.inner.shared.active_end.load(Ordering::Relaxed),
-            self.inner.index.size_on_disk(),
-        )
+        (sealed + self.inner.shared.active_end.load(Ordering::Relaxed), self.inner.index.size_on_disk())
     }
 
-    /// Flushes sled (tools only; see [`Index::flush`]).
+    /// Persists and flushes the index (tools only; see [`Index::flush`]).
     pub fn flush_index(&self) -> Result<(), IndexError> {
         self.inner.index.flush()
     }
 }
 
-/// Applies log records `checkpoint+1..=head` to the index in chunks; returns how many.
+/// Adds log records after the index's last position up to `head`, then persists; returns how
+/// many.
 fn catch_up(
     shared: &Arc<Shared>,
     index: &Index,
     head: u64,
     progress: Option<&(dyn Fn(u64, u64) + Send + Sync)>,
 ) -> Result<u64, OpenError> {
-    let from = index.checkpoint()? + 1;
+    let from = index.indexed() + 1;
     if from > head {
         return Ok(0);
     }
-    let mut it = LogIter::new(shared.clone(), index, from, head)
-        .map_err(|e| OpenError::Log(e.to_string()))?;
-    let mut batch = IndexBatch::default();
+    let mut it = LogIter::new(shared.clone(), index, from, head).map_err(|e| OpenError::Log(e.to_string()))?;
+    let mut chunk: Vec<(Vec<u8>, Uuid, Loc, Hash)> = Vec::with_capacity(20_000);
     let mut done = 0u64;
+    let flush = |chunk: &mut Vec<(Vec<u8>, Uuid, Loc, Hash)>| {
+        let entries: Vec<index::Entry<'_>> = chunk
+            .iter()
+            .map(|(k, id, loc, h)| index::Entry { stream_key: k, event_id: *id, loc: *loc, stream_hash: *h })
+            .collect();
+        index.add(&entries);
+        drop(entries);
+        chunk.clear();
+    };
     while let Some(r) = it.next_with_offset() {
         let (offset, env) = r.map_err(|e| OpenError::Log(e.to_string()))?;
-        batch.add(
-            &env.stream.index_key(),
-            env.stream_version,
+        chunk.push((
+            env.stream.index_key(),
             env.event_id,
-            Loc {
-                position: env.position,
-                offset: offset as u32,
-            },
-            &env.stream_hash,
-        );
+            Loc { position: env.position, offset: offset as u32 },
+            env.stream_hash,
+        ));
         done += 1;
-        if batch.len >= 20_000 {
-            index.apply(std::mem::take(&mut batch))?;
+        if chunk.len() >= 20_000 {
+            flush(&mut chunk);
             if let Some(p) = progress {
                 p(done, head + 1 - from);
             }
         }
     }
-    if batch.len > 0 {
-        index.apply(batch)?;
-    }
+    flush(&mut chunk);
+    index.persist()?;
     if let Some(p) = progress {
         p(done, head + 1 - from);
     }
@@ -657,32 +573,22 @@ pub struct LogIter {
 
 impl LogIter {
     fn new(shared: Arc<Shared>, index: &Index, from: u64, until: u64) -> Result<Self, ReadError> {
-        let mut it = LogIter {
-            shared,
-            segment: None,
-            cursor: None,
-            next_position: from,
-            until,
-            failed: false,
-        };
+        let mut it = LogIter { shared, segment: None, cursor: None, next_position: from, until, failed: false };
         if from > until {
             return Ok(it);
         }
-        let seg = it
-            .shared
-            .segment_for(from)
-            .ok_or_else(|| ReadError::Damaged(format!("no segment holds {from}")))?;
-        // Start from the nearest sparse index entry inside this segment, then skip forward.
-        let (mut pos, offset) = match index.sparse_at_or_before(from)? {
+        let seg = it.shared.segment_for(from).ok_or_else(|| ReadError::Damaged(format!("no segment holds {from}")))?;
+        // Seek straight to `from` when the index knows it; otherwise (catching up) to the last
+        // position it knows in this segment, or the segment's start, and skip forward.
+        let known = from.min(index.indexed());
+        let (mut pos, offset) = match index.loc(known) {
             Some(loc) if loc.position >= seg.first_position => (loc.position, loc.offset as u64),
             _ => (seg.first_position, HEADER_LEN),
         };
         let mut cursor = segment::SegmentCursor::new(seg.clone(), offset);
         while pos < from {
             if !cursor.skip_record().map_err(ReadError::Damaged)? {
-                return Err(ReadError::Damaged(format!(
-                    "position {from} is missing from its segment"
-                )));
+                return Err(ReadError::Damaged(format!("position {from} is missing from its segment")));
             }
             pos += 1;
         }
@@ -706,17 +612,12 @@ impl LogIter {
         }
         let cursor = self.cursor.as_mut()?;
         let r = match cursor.next_record() {
-            Ok(Some((off, rec))) if rec.envelope.position == self.next_position => {
-                Ok((off, rec.envelope))
-            }
+            Ok(Some((off, rec))) if rec.envelope.position == self.next_position => Ok((off, rec.envelope)),
             Ok(Some((off, rec))) => Err(ReadError::Damaged(format!(
                 "expected position {} at offset {off}, found {}",
                 self.next_position, rec.envelope.position
             ))),
-            Ok(None) => Err(ReadError::Damaged(format!(
-                "position {} is missing",
-                self.next_position
-            ))),
+            Ok(None) => Err(ReadError::Damaged(format!("position {} is missing", self.next_position))),
             Err(e) => Err(ReadError::Damaged(e)),
         };
         match &r {

@@ -149,6 +149,5 @@ pub fn peek_payload(payload: &[u8]) -> Option<(u8, u64, u64)> {
     let batch = u64::from_le_bytes(payload[1..9].try_into().ok()?);
     let format = payload[9];
     let position = u64::from_le_bytes(payload[10..18].try_into().ok()?);
-    (flags & !KNOWN_FLAGS == 0 && format == super::envelope::CANONICAL_FORMAT)
-        .then_some((flags, batch, position))
+    (flags & !KNOWN_FLAGS == 0 && format == super::envelope::CANONICAL_FORMAT).then_some((flags, batch, position))
 }

@@ -22,27 +22,15 @@ impl StreamId {
             Some((c, i)) => (c, Some(i)),
             None => (s, None),
         };
-        let cat_ok = category
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase())
-            && category
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let cat_ok = category.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+            && category.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !cat_ok {
-            return Err(InvalidStreamId(
-                "category must be lower-case letters, digits or '_'",
-            ));
+            return Err(InvalidStreamId("category must be lower-case letters, digits or '_'"));
         }
         if let Some(id) = id
-            && (id.is_empty()
-                || !id
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+            && (id.is_empty() || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
         {
-            return Err(InvalidStreamId(
-                "id must be lower-case letters, digits or '-'",
-            ));
+            return Err(InvalidStreamId("id must be lower-case letters, digits or '-'"));
         }
         Ok(StreamId(s.to_owned()))
     }
@@ -70,9 +58,7 @@ impl StreamId {
     /// (17–30 bytes instead of 40–50) and `name 0x01` for the rest.
     pub fn index_key(&self) -> Vec<u8> {
         match self.0.split_once('-') {
-            Some((cat, id))
-                if Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() == id) =>
-            {
+            Some((cat, id)) if Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() == id) => {
                 let u = Uuid::try_parse(id).unwrap_or_default();
                 let mut k = Vec::with_capacity(cat.len() + 17);
                 k.extend_from_slice(cat.as_bytes());
@@ -108,15 +94,7 @@ mod tests {
         assert_eq!(s.category(), "course");
         assert_eq!(s.entity_id(), Some(id));
         assert_eq!(StreamId::parse("accounts").unwrap().category(), "accounts");
-        for bad in [
-            "",
-            "Course-x",
-            "course-",
-            "-x",
-            "course x",
-            "course-ABC",
-            &"a".repeat(129),
-        ] {
+        for bad in ["", "Course-x", "course-", "-x", "course x", "course-ABC", &"a".repeat(129)] {
             assert!(StreamId::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }
@@ -125,9 +103,7 @@ mod tests {
     fn index_keys_are_unambiguous() {
         let id = Uuid::new_v4();
         let a = StreamId::for_entity("course", id).index_key();
-        let b = StreamId::parse(&format!("course-{}", id.simple()))
-            .unwrap()
-            .index_key();
+        let b = StreamId::parse(&format!("course-{}", id.simple())).unwrap().index_key();
         let c = StreamId::parse("course").unwrap().index_key();
         assert_eq!(a.len(), 6 + 1 + 16);
         assert_ne!(a, b);

@@ -18,10 +18,7 @@ fn ev(n: u32) -> NewEvent {
         event_type: "CheckInLogged".into(),
         schema_version: 1,
         occurred_at: datetime!(2026-11-27 07:30 UTC),
-        actor: LogActor {
-            account_id: Uuid::from_u128(7),
-            role: "mentor".into(),
-        },
+        actor: LogActor { account_id: Uuid::from_u128(7), role: "mentor".into() },
         metadata: Metadata {
             correlation_id: Some(Uuid::from_u128(9)),
             causation_id: None,
@@ -46,59 +43,35 @@ fn appends_are_readable_in_order_and_survive_reopen() {
     let other = course();
     let (ids, r) = {
         let log = open(tmp.path());
-        let a = log
-            .append_blocking(&s, ExpectedVersion::NoStream, vec![ev(1), ev(2)])
-            .unwrap();
-        assert_eq!(
-            (a.first_position, a.last_position, a.version, a.duplicate),
-            (1, 2, 2, false)
-        );
-        let b = log
-            .append_blocking(&other, ExpectedVersion::Any, vec![ev(3)])
-            .unwrap();
+        let a = log.append_blocking(&s, ExpectedVersion::NoStream, vec![ev(1), ev(2)]).unwrap();
+        assert_eq!((a.first_position, a.last_position, a.version, a.duplicate), (1, 2, 2, false));
+        let b = log.append_blocking(&other, ExpectedVersion::Any, vec![ev(3)]).unwrap();
         assert_eq!((b.first_position, b.version), (3, 1));
         let events = vec![ev(4)];
         let ids: Vec<_> = events.iter().map(|e| e.event_id).collect();
-        let c = log
-            .append_blocking(&s, ExpectedVersion::Exact(2), events)
-            .unwrap();
+        let c = log.append_blocking(&s, ExpectedVersion::Exact(2), events).unwrap();
         assert_eq!((c.first_position, c.version), (4, 3));
         (ids, log.head())
     };
     let log = open(tmp.path());
     assert_eq!(log.head(), r);
     let stream = log.read_stream(&s, 1, false, 100).unwrap();
-    assert_eq!(
-        stream.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
-    assert_eq!(
-        stream.iter().map(|e| e.position).collect::<Vec<_>>(),
-        vec![1, 2, 4]
-    );
+    assert_eq!(stream.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(stream.iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 2, 4]);
     assert_eq!(stream[2].event_id, ids[0]);
     assert_eq!(stream[0].recorded_at, datetime!(2026-11-27 08:00 UTC));
     assert_eq!(stream[0].metadata.device_id.as_deref(), Some("phone-1"));
     let back = log.read_stream(&s, u64::MAX, true, 2).unwrap();
-    assert_eq!(
-        back.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
-        vec![3, 2]
-    );
+    assert_eq!(back.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![3, 2]);
     let all = log.read_all(1, 100).unwrap();
-    assert_eq!(
-        all.iter().map(|e| e.position).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4]
-    );
+    assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     assert_eq!(log.read_all(3, 1).unwrap()[0].stream, other);
     // Chains: global links, per-stream links.
     for w in all.windows(2) {
         assert_eq!(w[1].prev_hash, w[0].hash);
     }
     assert_eq!(stream[2].stream_prev_hash, stream[1].stream_hash);
-    assert_eq!(
-        log.stream_head(&s).unwrap().unwrap().stream_hash,
-        stream[2].stream_hash
-    );
+    assert_eq!(log.stream_head(&s).unwrap().unwrap().stream_hash, stream[2].stream_hash);
     let report = verify::verify_dir(tmp.path(), None).unwrap();
     assert_eq!(report.events, 4);
     assert_eq!(report.head, Some(r));
@@ -109,26 +82,14 @@ fn wrong_expected_version_carries_the_actual_version_and_appends_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let log = open(tmp.path());
     let s = course();
-    log.append_blocking(&s, ExpectedVersion::NoStream, vec![ev(1)])
-        .unwrap();
-    let err = log
-        .append_blocking(&s, ExpectedVersion::NoStream, vec![ev(2)])
-        .unwrap_err();
+    log.append_blocking(&s, ExpectedVersion::NoStream, vec![ev(1)]).unwrap();
+    let err = log.append_blocking(&s, ExpectedVersion::NoStream, vec![ev(2)]).unwrap_err();
     assert_eq!(
         err,
-        AppendError::WrongExpectedVersion {
-            stream: s.clone(),
-            expected: ExpectedVersion::NoStream,
-            actual: 1
-        }
+        AppendError::WrongExpectedVersion { stream: s.clone(), expected: ExpectedVersion::NoStream, actual: 1 }
     );
-    let err = log
-        .append_blocking(&s, ExpectedVersion::Exact(5), vec![ev(2)])
-        .unwrap_err();
-    assert!(matches!(
-        err,
-        AppendError::WrongExpectedVersion { actual: 1, .. }
-    ));
+    let err = log.append_blocking(&s, ExpectedVersion::Exact(5), vec![ev(2)]).unwrap_err();
+    assert!(matches!(err, AppendError::WrongExpectedVersion { actual: 1, .. }));
     assert_eq!(log.head().0, 1);
 }
 
@@ -138,32 +99,19 @@ fn idempotent_retry_returns_the_original_and_different_content_conflicts() {
     let log = open(tmp.path());
     let s = course();
     let e = ev(1);
-    let first = log
-        .append_blocking(&s, ExpectedVersion::NoStream, vec![e.clone()])
-        .unwrap();
-    log.append_blocking(&s, ExpectedVersion::Any, vec![ev(2)])
-        .unwrap();
+    let first = log.append_blocking(&s, ExpectedVersion::NoStream, vec![e.clone()]).unwrap();
+    log.append_blocking(&s, ExpectedVersion::Any, vec![ev(2)]).unwrap();
     // The retry's expected version is stale now; it still gets the original answer.
-    let again = log
-        .append_blocking(&s, ExpectedVersion::NoStream, vec![e.clone()])
-        .unwrap();
-    assert_eq!(
-        (again.first_position, again.version, again.duplicate),
-        (first.first_position, first.version, true)
-    );
+    let again = log.append_blocking(&s, ExpectedVersion::NoStream, vec![e.clone()]).unwrap();
+    assert_eq!((again.first_position, again.version, again.duplicate), (first.first_position, first.version, true));
     let mut changed = e.clone();
     changed.data = br#"{"wellbeing":5}"#.to_vec();
     assert_eq!(
-        log.append_blocking(&s, ExpectedVersion::Any, vec![changed])
-            .unwrap_err(),
-        AppendError::EventIdConflict {
-            event_id: e.event_id
-        }
+        log.append_blocking(&s, ExpectedVersion::Any, vec![changed]).unwrap_err(),
+        AppendError::EventIdConflict { event_id: e.event_id }
     );
     // Half-known appends are conflicts too, and write nothing.
-    let err = log
-        .append_blocking(&s, ExpectedVersion::Any, vec![ev(3), e.clone()])
-        .unwrap_err();
+    let err = log.append_blocking(&s, ExpectedVersion::Any, vec![ev(3), e.clone()]).unwrap_err();
     assert!(matches!(err, AppendError::EventIdConflict { .. }));
     assert_eq!(log.head().0, 2);
 }
@@ -175,25 +123,13 @@ fn invalid_events_are_refused() {
     let s = course();
     let mut bad = ev(1);
     bad.data = b"{not json".to_vec();
-    assert!(matches!(
-        log.append_blocking(&s, ExpectedVersion::Any, vec![bad]),
-        Err(AppendError::Invalid(_))
-    ));
+    assert!(matches!(log.append_blocking(&s, ExpectedVersion::Any, vec![bad]), Err(AppendError::Invalid(_))));
     let mut bad = ev(1);
     bad.event_type = "has space".into();
-    assert!(matches!(
-        log.append_blocking(&s, ExpectedVersion::Any, vec![bad]),
-        Err(AppendError::Invalid(_))
-    ));
-    assert!(matches!(
-        log.append_blocking(&s, ExpectedVersion::Any, vec![]),
-        Err(AppendError::Invalid(_))
-    ));
+    assert!(matches!(log.append_blocking(&s, ExpectedVersion::Any, vec![bad]), Err(AppendError::Invalid(_))));
+    assert!(matches!(log.append_blocking(&s, ExpectedVersion::Any, vec![]), Err(AppendError::Invalid(_))));
     let e = ev(1);
-    assert!(matches!(
-        log.append_blocking(&s, ExpectedVersion::Any, vec![e.clone(), e]),
-        Err(AppendError::Invalid(_))
-    ));
+    assert!(matches!(log.append_blocking(&s, ExpectedVersion::Any, vec![e.clone(), e]), Err(AppendError::Invalid(_))));
     assert_eq!(log.head().0, 0);
 }
 
@@ -213,11 +149,7 @@ async fn concurrent_exact_appends_have_one_winner_per_version() {
             let mut conflicts = 0;
             for _ in 0..rounds {
                 let current = log.stream_head(&s).unwrap().map_or(0, |h| h.version);
-                let expected = if current == 0 {
-                    ExpectedVersion::NoStream
-                } else {
-                    ExpectedVersion::Exact(current)
-                };
+                let expected = if current == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(current) };
                 match log.append(&s, expected, vec![ev(1)]).await {
                     Ok(r) => wins.push(r.version),
                     Err(AppendError::WrongExpectedVersion { actual, .. }) => {
@@ -239,11 +171,7 @@ async fn concurrent_exact_appends_have_one_winner_per_version() {
     }
     all_wins.sort();
     let n = all_wins.len() as u64;
-    assert_eq!(
-        all_wins,
-        (1..=n).collect::<Vec<_>>(),
-        "each version won exactly once"
-    );
+    assert_eq!(all_wins, (1..=n).collect::<Vec<_>>(), "each version won exactly once");
     assert_eq!(n + conflicts, (tasks * rounds) as u64);
     assert!(conflicts > 0, "the test must actually race");
     assert_eq!(log.stream_head(&s).unwrap().unwrap().version, n);
@@ -259,9 +187,7 @@ async fn concurrent_idempotent_retries_append_once() {
     for _ in 0..8 {
         for e in &events {
             let (log, s, e) = (log.clone(), s.clone(), e.clone());
-            handles.push(tokio::spawn(async move {
-                log.append(&s, ExpectedVersion::Any, vec![e]).await.unwrap()
-            }));
+            handles.push(tokio::spawn(async move { log.append(&s, ExpectedVersion::Any, vec![e]).await.unwrap() }));
         }
     }
     let mut fresh = 0;
@@ -284,8 +210,7 @@ fn segments_roll_and_reads_cross_them() {
     {
         let (log, _) = EventLog::open(cfg.clone()).unwrap();
         for i in 0..200 {
-            log.append_blocking(&s, ExpectedVersion::Any, vec![ev(i)])
-                .unwrap();
+            log.append_blocking(&s, ExpectedVersion::Any, vec![ev(i)]).unwrap();
         }
     }
     let segs = segment::list_segments(&tmp.path().join("log")).unwrap();
@@ -293,24 +218,11 @@ fn segments_roll_and_reads_cross_them() {
     let (log, _) = EventLog::open(cfg).unwrap();
     let all: Vec<_> = log.iter_from(1).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(all.len(), 200);
-    assert_eq!(
-        log.read_all(150, 3)
-            .unwrap()
-            .iter()
-            .map(|e| e.position)
-            .collect::<Vec<_>>(),
-        vec![150, 151, 152]
-    );
+    assert_eq!(log.read_all(150, 3).unwrap().iter().map(|e| e.position).collect::<Vec<_>>(), vec![150, 151, 152]);
     assert_eq!(log.read_stream(&s, 199, false, 5).unwrap().len(), 2);
-    log.append_blocking(&s, ExpectedVersion::Exact(200), vec![ev(1)])
-        .unwrap();
+    log.append_blocking(&s, ExpectedVersion::Exact(200), vec![ev(1)]).unwrap();
     assert_eq!(verify::verify_dir(tmp.path(), None).unwrap().events, 201);
-    assert_eq!(
-        verify::verify_dir(tmp.path(), Some(s.as_str()))
-            .unwrap()
-            .events,
-        201
-    );
+    assert_eq!(verify::verify_dir(tmp.path(), Some(s.as_str())).unwrap().events, 201);
 }
 
 #[tokio::test]
@@ -324,21 +236,14 @@ async fn subscribers_wake_on_new_durable_events() {
         l2.wait_for(2).await;
         l2.read_all(1, 10).unwrap().len()
     });
-    log.append(&course(), ExpectedVersion::Any, vec![ev(1), ev(2)])
-        .await
-        .unwrap();
+    log.append(&course(), ExpectedVersion::Any, vec![ev(1), ev(2)]).await.unwrap();
     rx.changed().await.unwrap();
     assert_eq!(*rx.borrow(), 2);
     assert_eq!(waiter.await.unwrap(), 2);
 }
 
 fn active_segment(dir: &Path) -> PathBuf {
-    segment::list_segments(&dir.join("log"))
-        .unwrap()
-        .last()
-        .unwrap()
-        .1
-        .clone()
+    segment::list_segments(&dir.join("log")).unwrap().last().unwrap().1.clone()
 }
 
 /// The logical end of the active segment and the offsets of its records.
@@ -363,10 +268,8 @@ fn a_torn_tail_is_cut_back_to_the_last_whole_append() {
     let s = course();
     {
         let log = open(tmp.path());
-        log.append_blocking(&s, ExpectedVersion::Any, vec![ev(1)])
-            .unwrap();
-        log.append_blocking(&s, ExpectedVersion::Any, vec![ev(2), ev(3), ev(4)])
-            .unwrap();
+        log.append_blocking(&s, ExpectedVersion::Any, vec![ev(1)]).unwrap();
+        log.append_blocking(&s, ExpectedVersion::Any, vec![ev(2), ev(3), ev(4)]).unwrap();
     }
     // Tear the three-event append in its last record: zero its second half, as a crash that
     // kept only part of the write would.
@@ -382,15 +285,9 @@ fn a_torn_tail_is_cut_back_to_the_last_whole_append() {
     let (log, report) = EventLog::open(config(tmp.path())).unwrap();
     let (_, offset, _) = report.torn_tail.expect("torn tail reported");
     assert_eq!(offset, start, "the warning names the first bad byte offset");
-    assert_eq!(
-        log.head().0,
-        1,
-        "the whole atomic append is gone, the acknowledged one stays"
-    );
+    assert_eq!(log.head().0, 1, "the whole atomic append is gone, the acknowledged one stays");
     // The log goes on from there, and its index agrees.
-    let r = log
-        .append_blocking(&s, ExpectedVersion::Exact(1), vec![ev(5)])
-        .unwrap();
+    let r = log.append_blocking(&s, ExpectedVersion::Exact(1), vec![ev(5)]).unwrap();
     assert_eq!(r.first_position, 2);
     drop(log);
     assert_eq!(verify::verify_dir(tmp.path(), None).unwrap().events, 2);
@@ -402,8 +299,7 @@ fn damage_before_the_tail_refuses_to_open() {
     {
         let log = open(tmp.path());
         for i in 0..5 {
-            log.append_blocking(&course(), ExpectedVersion::Any, vec![ev(i)])
-                .unwrap();
+            log.append_blocking(&course(), ExpectedVersion::Any, vec![ev(i)]).unwrap();
         }
     }
     let path = active_segment(tmp.path());
@@ -413,9 +309,7 @@ fn damage_before_the_tail_refuses_to_open() {
     let (start, _) = recs[1];
     bytes[start as usize + 40] ^= 0x55;
     std::fs::write(&path, &bytes).unwrap();
-    let err = EventLog::open(config(tmp.path()))
-        .err()
-        .expect("must refuse");
+    let err = EventLog::open(config(tmp.path())).err().expect("must refuse");
     let msg = err.to_string();
     assert!(msg.contains(&format!("offset {start}")), "{msg}");
     assert!(msg.contains("refusing to open"), "{msg}");
@@ -442,8 +336,7 @@ fn tampering_with_a_sealed_segment_is_named_by_verify() {
     {
         let (log, _) = EventLog::open(cfg.clone()).unwrap();
         for i in 0..40 {
-            log.append_blocking(&course(), ExpectedVersion::Any, vec![ev(i)])
-                .unwrap();
+            log.append_blocking(&course(), ExpectedVersion::Any, vec![ev(i)]).unwrap();
         }
     }
     let segs = segment::list_segments(&tmp.path().join("log")).unwrap();
@@ -458,8 +351,7 @@ fn tampering_with_a_sealed_segment_is_named_by_verify() {
     {
         let (log, _) = EventLog::open(config(tmp2.path())).unwrap();
         for i in 0..3 {
-            log.append_blocking(&course(), ExpectedVersion::Any, vec![ev(i)])
-                .unwrap();
+            log.append_blocking(&course(), ExpectedVersion::Any, vec![ev(i)]).unwrap();
         }
     }
     let path = active_segment(tmp2.path());
@@ -480,8 +372,7 @@ fn the_index_is_rebuilt_when_missing_or_damaged_and_caught_up_when_behind() {
     {
         let log = open(tmp.path());
         for i in 0..100 {
-            log.append_blocking(&s, ExpectedVersion::Any, vec![ev(i)])
-                .unwrap();
+            log.append_blocking(&s, ExpectedVersion::Any, vec![ev(i)]).unwrap();
         }
     }
     std::fs::remove_dir_all(tmp.path().join("index")).unwrap();
@@ -499,14 +390,9 @@ fn the_index_is_rebuilt_when_missing_or_damaged_and_caught_up_when_behind() {
         }
     }
     let (log, report) = EventLog::open(config(tmp.path())).unwrap();
-    assert!(
-        report.index_rebuilt.is_some() || report.index_caught_up == 100,
-        "{report:?}"
-    );
+    assert!(report.index_rebuilt.is_some() || report.index_caught_up == 100, "{report:?}");
     assert_eq!(log.read_stream(&s, 1, false, 1000).unwrap().len(), 100);
-    let r = log
-        .append_blocking(&s, ExpectedVersion::Exact(100), vec![ev(1)])
-        .unwrap();
+    let r = log.append_blocking(&s, ExpectedVersion::Exact(100), vec![ev(1)]).unwrap();
     assert_eq!(r.version, 101);
 }
 
@@ -514,8 +400,59 @@ fn the_index_is_rebuilt_when_missing_or_damaged_and_caught_up_when_behind() {
 fn a_second_process_cannot_open_the_same_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let _log = open(tmp.path());
-    assert!(matches!(
-        EventLog::open(config(tmp.path())),
-        Err(OpenError::Locked(_))
-    ));
+    assert!(matches!(EventLog::open(config(tmp.path())), Err(OpenError::Locked(_))));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_persisted_index_reloads_and_an_old_one_catches_up_across_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let streams: Vec<StreamId> = (0..50).map(|_| course()).collect();
+    let write = |log: &EventLog, rounds: usize| {
+        for r in 0..rounds {
+            let events: Vec<_> = (0..100).map(|i| ev(i + r as u32)).collect();
+            log.append_blocking(&streams[r % streams.len()], ExpectedVersion::Any, events).unwrap();
+        }
+    };
+    {
+        let log = open(tmp.path());
+        write(&log, 50); // 5,000 events: more than one 4,096-position block
+    }
+    let backup = tmp.path().join("index-backup");
+    copy_dir(&tmp.path().join("index"), &backup);
+    {
+        let (log, report) = EventLog::open(config(tmp.path())).unwrap();
+        assert_eq!(report.index_caught_up, 0, "the index was persisted at shutdown");
+        assert_eq!(log.read_stream(&streams[3], 1, false, 10_000).unwrap().len(), 100);
+        write(&log, 80);
+    }
+    // Put the older index back: it is behind the log and must catch up, not be trusted as is.
+    std::fs::remove_dir_all(tmp.path().join("index")).unwrap();
+    std::fs::rename(&backup, tmp.path().join("index")).unwrap();
+    let (log, report) = EventLog::open(config(tmp.path())).unwrap();
+    assert_eq!(report.index_caught_up, 8_000);
+    assert_eq!(log.head().0, 13_000);
+    for (i, s) in streams.iter().enumerate() {
+        let n = (0..130).filter(|r| r % 50 == i).count() as u64 * 100;
+        let events = log.read_stream(s, 1, false, 100_000).unwrap();
+        assert_eq!(events.len() as u64, n, "stream {i}");
+        assert_eq!(log.stream_head(s).unwrap().map_or(0, |h| h.version), n);
+        if let Some(last) = events.last() {
+            assert_eq!(log.stream_head(s).unwrap().unwrap().stream_hash, last.stream_hash);
+        }
+    }
+    let any = log.read_all(12_345, 1).unwrap();
+    assert_eq!(log.read_event(any[0].event_id).unwrap().unwrap().position, 12_345);
 }

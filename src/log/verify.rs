@@ -29,21 +29,11 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn global() -> Self {
-        Verifier {
-            global: true,
-            last: None,
-            streams: HashMap::new(),
-            checked: 0,
-        }
+        Verifier { global: true, last: None, streams: HashMap::new(), checked: 0 }
     }
 
     pub fn streams_only() -> Self {
-        Verifier {
-            global: false,
-            last: None,
-            streams: HashMap::new(),
-            checked: 0,
-        }
+        Verifier { global: false, last: None, streams: HashMap::new(), checked: 0 }
     }
 
     /// The last position and hash checked.
@@ -57,14 +47,7 @@ impl Verifier {
 
     pub fn check(&mut self, e: &Envelope) -> Result<(), VerifyFailure> {
         let canonical = e.canonical_fields().to_vec();
-        self.check_parts(
-            e.position,
-            e.stream.as_str(),
-            e.stream_version,
-            &canonical,
-            Some(&e.data),
-            e,
-        )
+        self.check_parts(e.position, e.stream.as_str(), e.stream_version, &canonical, Some(&e.data), e)
     }
 
     /// The general form: `data` is `None` when it was redacted (only its digest remains).
@@ -77,21 +60,14 @@ impl Verifier {
         data: Option<&[u8]>,
         hashes: &impl Hashes,
     ) -> Result<(), VerifyFailure> {
-        let fail = |reason: String| VerifyFailure {
-            position,
-            stream: stream.to_owned(),
-            stream_version,
-            reason,
-        };
+        let fail = |reason: String| VerifyFailure { position, stream: stream.to_owned(), stream_version, reason };
         if self.global {
             let (want_pos, want_hash) = self.last.map_or((1, ZERO_HASH), |(p, h)| (p + 1, h));
             if position != want_pos {
                 return Err(fail(format!("expected position {want_pos}")));
             }
             if hashes.prev_hash() != want_hash {
-                return Err(fail(
-                    "prev_hash does not match the previous event's hash".into(),
-                ));
+                return Err(fail("prev_hash does not match the previous event's hash".into()));
             }
         }
         if let Some(data) = data
@@ -102,25 +78,17 @@ impl Verifier {
         if Hash::chain(&hashes.prev_hash(), canonical) != hashes.hash() {
             return Err(fail("hash does not match the event's content".into()));
         }
-        let (want_ver, want_stream_hash) = self
-            .streams
-            .get(stream)
-            .map_or((1, ZERO_HASH), |(v, h)| (v + 1, *h));
+        let (want_ver, want_stream_hash) = self.streams.get(stream).map_or((1, ZERO_HASH), |(v, h)| (v + 1, *h));
         if stream_version != want_ver {
             return Err(fail(format!("expected stream version {want_ver}")));
         }
         if hashes.stream_prev_hash() != want_stream_hash {
-            return Err(fail(
-                "stream_prev_hash does not match the stream's previous event".into(),
-            ));
+            return Err(fail("stream_prev_hash does not match the stream's previous event".into()));
         }
         if Hash::chain(&hashes.stream_prev_hash(), canonical) != hashes.stream_hash() {
-            return Err(fail(
-                "stream_hash does not match the event's content".into(),
-            ));
+            return Err(fail("stream_hash does not match the event's content".into()));
         }
-        self.streams
-            .insert(stream.to_owned(), (stream_version, hashes.stream_hash()));
+        self.streams.insert(stream.to_owned(), (stream_version, hashes.stream_hash()));
         self.last = Some((position, hashes.hash()));
         self.checked += 1;
         Ok(())
@@ -185,26 +153,15 @@ pub struct DirReport {
 /// With `stream`, only that stream's chain and its events' own hashes are checked.
 pub fn verify_dir(dir: &std::path::Path, stream: Option<&str>) -> Result<DirReport, VerifyFailure> {
     use super::segment;
-    let io_fail = |reason: String| VerifyFailure {
-        position: 0,
-        stream: String::new(),
-        stream_version: 0,
-        reason,
-    };
+    let io_fail = |reason: String| VerifyFailure { position: 0, stream: String::new(), stream_version: 0, reason };
     let log_dir = dir.join("log");
-    let list = segment::list_segments(&log_dir)
-        .map_err(|e| io_fail(format!("{}: {e}", log_dir.display())))?;
-    let mut v = if stream.is_some() {
-        Verifier::streams_only()
-    } else {
-        Verifier::global()
-    };
+    let list = segment::list_segments(&log_dir).map_err(|e| io_fail(format!("{}: {e}", log_dir.display())))?;
+    let mut v = if stream.is_some() { Verifier::streams_only() } else { Verifier::global() };
     let mut next_position = 1u64;
     let mut events = 0;
     for (first, path) in &list {
         let seg = std::sync::Arc::new(
-            segment::open(path, *first, false)
-                .map_err(|e| io_fail(format!("{}: {e}", path.display())))?,
+            segment::open(path, *first, false).map_err(|e| io_fail(format!("{}: {e}", path.display())))?,
         );
         let mut header = [0u8; segment::HEADER_LEN as usize];
         std::os::unix::fs::FileExt::read_exact_at(&seg.file, &mut header, 0)
@@ -215,10 +172,7 @@ pub fn verify_dir(dir: &std::path::Path, stream: Option<&str>) -> Result<DirRepo
                 position: next_position,
                 stream: String::new(),
                 stream_version: 0,
-                reason: format!(
-                    "segment {} starts at {first}, expected {next_position}",
-                    path.display()
-                ),
+                reason: format!("segment {} starts at {first}, expected {next_position}", path.display()),
             });
         }
         let mut cursor = segment::SegmentCursor::new(seg, segment::HEADER_LEN);
@@ -241,10 +195,7 @@ pub fn verify_dir(dir: &std::path::Path, stream: Option<&str>) -> Result<DirRepo
                     position: next_position,
                     stream: e.stream.to_string(),
                     stream_version: e.stream_version,
-                    reason: format!(
-                        "found position {} where {next_position} belongs",
-                        e.position
-                    ),
+                    reason: format!("found position {} where {next_position} belongs", e.position),
                 });
             }
             next_position += 1;
@@ -254,9 +205,5 @@ pub fn verify_dir(dir: &std::path::Path, stream: Option<&str>) -> Result<DirRepo
             }
         }
     }
-    Ok(DirReport {
-        events,
-        head: v.head(),
-        segments: list.len(),
-    })
+    Ok(DirReport { events, head: v.head(), segments: list.len() })
 }

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::envelope::{CanonicalFields, Hash, NewEvent, check_lengths, to_nanos};
-use super::index::{Index, IndexBatch, Loc, StreamHead};
+use super::index::{Entry, Index, Loc, StreamHead};
 use super::record::{FLAG_BATCH_START, FLAG_TXN_END, MAX_DATA, RecordHeader, encode_frame};
 use super::segment::{self, ChainTip, HEADER_LEN, Segment};
 use super::stream::StreamId;
@@ -49,7 +49,9 @@ pub(crate) struct Writer {
     pub segment_size: u64,
     pub durability: Durability,
     pub clock: SharedClock,
-    pub heads: HashMap<Vec<u8>, StreamHead>,
+    pub persist_tx: std::sync::mpsc::SyncSender<()>,
+    pub persister: Option<std::thread::JoinHandle<()>>,
+    pub spare: segment::SparePrep,
     pub buf: Vec<u8>,
     pub scratch: Vec<u8>,
 }
@@ -73,7 +75,6 @@ enum Outcome {
 /// An index entry waiting for its segment offset to be known.
 struct PendingIndex {
     stream_key: Vec<u8>,
-    version: u64,
     event_id: Uuid,
     position: u64,
     rel_offset: usize,
@@ -85,6 +86,8 @@ impl Writer {
         let mut requests = Vec::new();
         loop {
             let Some(first) = rx.blocking_recv() else {
+                // Every handle is gone: persist what the index holds, then stop.
+                self.final_persist();
                 return;
             };
             requests.push(first);
@@ -104,19 +107,18 @@ impl Writer {
             let mut appends = Vec::with_capacity(requests.len());
             for r in requests.drain(..) {
                 match r {
-                    Request::Append {
-                        stream,
-                        expected,
-                        events,
-                        reply,
-                    } => appends.push((stream, expected, events, reply)),
+                    Request::Append { stream, expected, events, reply } => {
+                        appends.push((stream, expected, events, reply))
+                    }
                     Request::Shutdown { reply } => shutdown = Some(reply),
                 }
             }
             if !appends.is_empty() {
                 self.turn(appends);
             }
+            self.maybe_persist();
             if let Some(reply) = shutdown {
+                self.final_persist();
                 // Everything sent before the shutdown was in this turn or an earlier one.
                 rx.close();
                 while let Ok(r) = rx.try_recv() {
@@ -130,39 +132,41 @@ impl Writer {
         }
     }
 
-    fn head(&mut self, key: &[u8]) -> Result<Option<StreamHead>, AppendError> {
-        if let Some(h) = self.heads.get(key) {
-            return Ok(Some(*h));
+    /// Asks the persister thread to write the index to sled when a block has filled; it also
+    /// does so every second on its own. Never waits.
+    fn maybe_persist(&mut self) {
+        if self.index.block_ready() {
+            let _ = self.persist_tx.try_send(());
         }
-        let h = self
-            .index
-            .head(key)
-            .map_err(|e| AppendError::Storage(e.to_string()))?;
-        if let Some(h) = h {
-            self.heads.insert(key.to_vec(), h);
+    }
+
+    /// At shutdown: stop the persister, then persist and flush sled so the next start need not
+    /// catch up.
+    fn final_persist(&mut self) {
+        let (tx, _) = std::sync::mpsc::sync_channel(1);
+        drop(std::mem::replace(&mut self.persist_tx, tx));
+        if let Some(h) = self.persister.take() {
+            let _ = h.join();
         }
-        Ok(h)
+        if let Err(e) = self.index.flush() {
+            tracing::error!(error = %e, "persisting the index at shutdown failed; it will catch up on restart");
+        }
     }
 
     #[allow(clippy::type_complexity)]
     fn turn(
         &mut self,
-        appends: Vec<(
-            StreamId,
-            ExpectedVersion,
-            Vec<NewEvent>,
-            oneshot::Sender<Result<AppendResult, AppendError>>,
-        )>,
+        appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>, oneshot::Sender<Result<AppendResult, AppendError>>)>,
     ) {
         if self.shared.poisoned.load(Ordering::Acquire) {
             for (_, _, _, reply) in appends {
                 let _ = reply.send(Err(AppendError::Storage(
-                    "the log stopped accepting writes after a storage failure; restart to recover"
-                        .into(),
+                    "the log stopped accepting writes after a storage failure; restart to recover".into(),
                 )));
             }
             return;
         }
+        let t_prepare = std::time::Instant::now();
         let recorded_at = self.clock.now();
         let recorded_nanos = to_nanos(recorded_at).unwrap_or(0);
         let batch_id = self.tip.batch + 1;
@@ -171,8 +175,8 @@ impl Writer {
         let mut hash = self.tip.hash;
         let mut pending_ids: HashMap<Uuid, PendingId> = HashMap::new();
         let mut pending_index: Vec<PendingIndex> = Vec::new();
-        // Heads as they were before this turn, to undo the cache if the write fails.
-        let mut undo: Vec<(Vec<u8>, Option<StreamHead>)> = Vec::new();
+        // Stream heads as this turn leaves them; the index learns them only once durable.
+        let mut heads: HashMap<Vec<u8>, StreamHead> = HashMap::new();
         let mut outcomes = Vec::with_capacity(appends.len());
         let mut replies = Vec::with_capacity(appends.len());
 
@@ -188,7 +192,7 @@ impl Writer {
                 &mut hash,
                 &mut pending_ids,
                 &mut pending_index,
-                &mut undo,
+                &mut heads,
             ) {
                 Ok(o) => o,
                 Err(e) => Outcome::Ready(Err(e)),
@@ -196,16 +200,11 @@ impl Writer {
             outcomes.push(outcome);
         }
 
+        self.shared.stats.prepare_ns.fetch_add(t_prepare.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if !self.buf.is_empty() {
             let first_position = self.tip.position + 1;
             if let Err(e) = self.commit(first_position, position, hash, batch_id, pending_index) {
                 tracing::error!(error = %e, "append failed; no waiting append was acknowledged");
-                for (key, old) in undo.into_iter().rev() {
-                    match old {
-                        Some(h) => self.heads.insert(key, h),
-                        None => self.heads.remove(&key),
-                    };
-                }
                 for (o, reply) in outcomes.into_iter().zip(replies) {
                     let r = match o {
                         Outcome::Ready(r) => r,
@@ -238,25 +237,19 @@ impl Writer {
         hash: &mut Hash,
         pending_ids: &mut HashMap<Uuid, PendingId>,
         pending_index: &mut Vec<PendingIndex>,
-        undo: &mut Vec<(Vec<u8>, Option<StreamHead>)>,
+        heads: &mut HashMap<Vec<u8>, StreamHead>,
     ) -> Result<Outcome, AppendError> {
         if events.is_empty() {
-            return Err(AppendError::Invalid(
-                "an append needs at least one event".into(),
-            ));
+            return Err(AppendError::Invalid("an append needs at least one event".into()));
         }
         if events.len() > MAX_EVENTS_PER_APPEND {
-            return Err(AppendError::Invalid(format!(
-                "at most {MAX_EVENTS_PER_APPEND} events per append"
-            )));
+            return Err(AppendError::Invalid(format!("at most {MAX_EVENTS_PER_APPEND} events per append")));
         }
         let mut digests = Vec::with_capacity(events.len());
         for ev in events {
             check_lengths(ev).map_err(|e| AppendError::Invalid(e.into()))?;
             if ev.data.len() > MAX_DATA {
-                return Err(AppendError::Invalid(format!(
-                    "event data is larger than {MAX_DATA} bytes"
-                )));
+                return Err(AppendError::Invalid(format!("event data is larger than {MAX_DATA} bytes")));
             }
             if serde_json::from_slice::<serde::de::IgnoredAny>(&ev.data).is_err() {
                 return Err(AppendError::Invalid("event data is not JSON".into()));
@@ -268,9 +261,7 @@ impl Writer {
         }
         let mut seen = std::collections::HashSet::new();
         if !events.iter().all(|e| seen.insert(e.event_id)) {
-            return Err(AppendError::Invalid(
-                "the same event id twice in one append".into(),
-            ));
+            return Err(AppendError::Invalid("the same event id twice in one append".into()));
         }
 
         // Idempotency: all ids known with the same content → the original result; some known, or
@@ -278,21 +269,9 @@ impl Writer {
         let mut originals = Vec::new();
         for (ev, digest) in events.iter().zip(&digests) {
             let stored = if let Some(p) = pending_ids.get(&ev.event_id) {
-                Some((
-                    p.stream.clone(),
-                    p.event_type.clone(),
-                    p.schema_version,
-                    p.digest,
-                    p.position,
-                    p.version,
-                    true,
-                ))
+                Some((p.stream.clone(), p.event_type.clone(), p.schema_version, p.digest, p.position, p.version, true))
             } else {
-                match self
-                    .index
-                    .event(ev.event_id)
-                    .map_err(|e| AppendError::Storage(e.to_string()))?
-                {
+                match self.index.event(ev.event_id) {
                     None => None,
                     Some(loc) => {
                         let env = self.shared.read_loc(loc).map_err(AppendError::Storage)?;
@@ -310,9 +289,7 @@ impl Writer {
             };
             if let Some((s, et, sv, d, pos, ver, in_turn)) = stored {
                 if &s != stream || et != ev.event_type || sv != ev.schema_version || d != *digest {
-                    return Err(AppendError::EventIdConflict {
-                        event_id: ev.event_id,
-                    });
+                    return Err(AppendError::EventIdConflict { event_id: ev.event_id });
                 }
                 originals.push((pos, ver, in_turn));
             }
@@ -337,7 +314,10 @@ impl Writer {
         }
 
         let key = stream.index_key();
-        let head = self.head(&key)?;
+        let head = match heads.get(&key) {
+            Some(h) => Some(*h),
+            None => self.index.head(&key),
+        };
         let current = head.map_or(0, |h| h.version);
         let ok = match expected {
             ExpectedVersion::Any => true,
@@ -345,11 +325,7 @@ impl Writer {
             ExpectedVersion::Exact(n) => current == n,
         };
         if !ok {
-            return Err(AppendError::WrongExpectedVersion {
-                stream: stream.clone(),
-                expected,
-                actual: current,
-            });
+            return Err(AppendError::WrongExpectedVersion { stream: stream.clone(), expected, actual: current });
         }
 
         let first_position = *position + 1;
@@ -384,10 +360,7 @@ impl Writer {
             let rel_offset = self.buf.len();
             encode_frame(
                 &mut self.buf,
-                RecordHeader {
-                    flags,
-                    batch: batch_id,
-                },
+                RecordHeader { flags, batch: batch_id },
                 &self.scratch,
                 hash,
                 &new_hash,
@@ -397,7 +370,6 @@ impl Writer {
             );
             pending_index.push(PendingIndex {
                 stream_key: key.clone(),
-                version,
                 event_id: ev.event_id,
                 position: *position,
                 rel_offset,
@@ -418,14 +390,7 @@ impl Writer {
             stream_hash = new_stream_hash;
         }
         let new_version = current + events.len() as u64;
-        undo.push((key.clone(), head));
-        self.heads.insert(
-            key,
-            StreamHead {
-                version: new_version,
-                stream_hash,
-            },
-        );
+        heads.insert(key, StreamHead { version: new_version, stream_hash });
         Ok(Outcome::AfterCommit(AppendResult {
             first_position,
             last_position: *position,
@@ -444,59 +409,58 @@ impl Writer {
         pending_index: Vec<PendingIndex>,
     ) -> Result<(), String> {
         if self.end > HEADER_LEN && self.end + self.buf.len() as u64 > self.segment_size {
-            self.roll(first_position)
-                .map_err(|e| format!("cannot start a new segment: {e}"))?;
+            self.roll(first_position).map_err(|e| format!("cannot start a new segment: {e}"))?;
         }
         let base = self.end;
         if base + self.buf.len() as u64 > u32::MAX as u64 {
             return Err("segment would exceed 4 GiB".into());
         }
+        let t0 = std::time::Instant::now();
         let written = self.active.file.write_all_at(&self.buf, base);
+        let t1 = std::time::Instant::now();
         let synced = written.and_then(|_| match self.durability {
             Durability::Fsync => self.active.file.sync_data(),
             Durability::None => Ok(()),
         });
+        let t2 = std::time::Instant::now();
+        self.shared.stats.write_ns.fetch_add((t1 - t0).as_nanos() as u64, Ordering::Relaxed);
+        let sync_ns = (t2 - t1).as_nanos() as u64;
+        self.shared.stats.sync_ns.fetch_add(sync_ns, Ordering::Relaxed);
+        self.shared.stats.max_sync_ns.fetch_max(sync_ns, Ordering::Relaxed);
+        if sync_ns > 10_000_000 {
+            self.shared.stats.slow_syncs.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(e) = synced {
             // The bytes may be partly on disk. Zero them so the log ends where it did; if even
             // that fails, stop taking writes: a restart's recovery scan will sort out the tail.
             let zeros = vec![0u8; self.buf.len()];
-            let undone = self
-                .active
-                .file
-                .write_all_at(&zeros, base)
-                .and_then(|_| self.active.file.sync_data());
+            let undone = self.active.file.write_all_at(&zeros, base).and_then(|_| self.active.file.sync_data());
             if undone.is_err() {
                 self.shared.poisoned.store(true, Ordering::Release);
             }
             return Err(format!("write to the log failed: {e}"));
         }
         self.end += self.buf.len() as u64;
+        if self.end > self.segment_size / 2 {
+            self.spare.request();
+        }
         self.shared.active_end.store(self.end, Ordering::Relaxed);
-        self.tip = ChainTip {
-            position: last_position,
-            hash: last_hash,
-            batch: batch_id,
-        };
+        self.tip = ChainTip { position: last_position, hash: last_hash, batch: batch_id };
 
-        let mut ib = IndexBatch::default();
-        for p in &pending_index {
-            let loc = Loc {
-                position: p.position,
-                offset: (base + p.rel_offset as u64) as u32,
-            };
-            ib.add(&p.stream_key, p.version, p.event_id, loc, &p.stream_hash);
-        }
-        if let Err(e) = self.index.apply(ib) {
-            // The events are durable; only the derived index is behind. Readiness reports it and
-            // the next open catches up from the checkpoint.
-            tracing::error!(error = %e, "index update failed; the index will catch up on restart");
-            self.shared.index_stale.store(true, Ordering::Release);
-        }
+        let t_index = std::time::Instant::now();
+        let entries: Vec<Entry<'_>> = pending_index
+            .iter()
+            .map(|p| Entry {
+                stream_key: &p.stream_key,
+                event_id: p.event_id,
+                loc: Loc { position: p.position, offset: (base + p.rel_offset as u64) as u32 },
+                stream_hash: p.stream_hash,
+            })
+            .collect();
+        self.index.add(&entries);
+        self.shared.stats.index_ns.fetch_add(t_index.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.shared.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .stats
-            .events
-            .fetch_add(last_position + 1 - first_position, Ordering::Relaxed);
+        self.shared.stats.events.fetch_add(last_position + 1 - first_position, Ordering::Relaxed);
         self.shared.publish(last_position, last_hash);
         Ok(())
     }
@@ -505,14 +469,39 @@ impl Writer {
         // Seal: trim the preallocated tail so a sealed segment ends at its last record.
         self.active.file.set_len(self.end)?;
         self.active.file.sync_all()?;
-        let seg = Arc::new(segment::create(
-            &self.dir,
-            first_position,
-            self.segment_size,
-        )?);
+        let seg = match self.spare.take(first_position)? {
+            Some(seg) => seg,
+            None => segment::create(&self.dir, first_position, self.segment_size)?,
+        };
+        let seg = Arc::new(seg);
         self.shared.push_segment(seg.clone());
         self.active = seg;
         self.end = HEADER_LEN;
         Ok(())
     }
+}
+
+/// The index persister: writes the in-memory index to sled when asked and every second, off the
+/// writer's thread (a sled batch can take tens of milliseconds, and the writer must not stall).
+pub(crate) fn spawn_persister(
+    index: Arc<Index>,
+    shared: Arc<Shared>,
+) -> std::io::Result<(std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let handle = std::thread::Builder::new().name("vivirk-index-persist".into()).spawn(move || {
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            match index.persist() {
+                Ok(()) => shared.index_stale.store(false, Ordering::Release),
+                Err(e) => {
+                    tracing::error!(error = %e, "persisting the index failed; it will catch up on restart");
+                    shared.index_stale.store(true, Ordering::Release);
+                }
+            }
+        }
+    })?;
+    Ok((tx, handle))
 }

@@ -1,0 +1,85 @@
+//! Configuration for `vivirk serve`: flags, then `VIVIRK_…` environment variables, then an
+//! optional TOML file, then defaults — parsed once, here, into a typed [`Settings`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::log::Durability;
+
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (flags and environment win over it).
+    #[arg(long, env = "VIVIRK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the log, the index and the keys live.
+    #[arg(long, env = "VIVIRK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "VIVIRK_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// `fsync` (default): acknowledge only durable writes. `none`: benchmarks only.
+    #[arg(long, env = "VIVIRK_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// Segment size in bytes before the log rolls to a new file.
+    #[arg(long, env = "VIVIRK_SEGMENT_SIZE")]
+    pub segment_size: Option<u64>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "VIVIRK_LOG_JSON")]
+    pub log_json: Option<bool>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    bind: Option<SocketAddr>,
+    durability: Option<Durability>,
+    segment_size: Option<u64>,
+    log_json: Option<bool>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    pub durability: Durability,
+    pub segment_size: u64,
+    pub log_json: bool,
+}
+
+impl Settings {
+    pub fn for_data_dir(dir: &Path) -> Self {
+        Settings {
+            data_dir: dir.to_owned(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            durability: Durability::Fsync,
+            segment_size: 64 << 20,
+            log_json: false,
+        }
+    }
+
+    pub fn resolve(args: ServeArgs) -> Result<Self, String> {
+        let file = match &args.config {
+            None => FileSettings::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+        };
+        let d = Settings::for_data_dir(Path::new("./data"));
+        let segment_size = args.segment_size.or(file.segment_size).unwrap_or(d.segment_size);
+        if !(4096..=(1 << 30)).contains(&segment_size) {
+            return Err("segment_size must be between 4 KiB and 1 GiB".into());
+        }
+        Ok(Settings {
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            bind: args.bind.or(file.bind).unwrap_or(d.bind),
+            durability: args.durability.or(file.durability).unwrap_or(d.durability),
+            segment_size,
+            log_json: args.log_json.or(file.log_json).unwrap_or(false),
+        })
+    }
+}

@@ -1,0 +1,4 @@
+//! The one integration-test binary: everything that needs the real `vivirk` binary, a real
+//! HTTP server on port 0, or a process to kill.
+
+mod log_crash;
