@@ -1,0 +1,296 @@
+//! What decisions need to know about a course, and `apply`, which folds events into it.
+//!
+//! `apply` has no logic: no validation, no clock, no branching on whether an event "makes
+//! sense". Every event it sees was accepted by `decide` (or is history that must replay as it
+//! was), so it only records facts.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+
+use super::events::*;
+use crate::domain::common::{
+    AccountId, ActionId, AgreementId, CompanyId, CourseId, EventMeta, GoalId, LifeDomain, PlacementId, Role, iso_date,
+};
+use crate::domain::programme::ProgrammeKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CourseStatus {
+    /// No `CourseOpened` yet.
+    #[default]
+    NotOpened,
+    Open,
+    Closed,
+}
+
+/// One current assignment of an account to a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub account_id: AccountId,
+    pub role: Role,
+    pub company_id: Option<CompanyId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoalStatus {
+    Open,
+    Achieved,
+    Dropped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoalState {
+    pub parent: Option<GoalId>,
+    /// `None` for a sub-goal: it shares its parent's.
+    pub life_domain: Option<LifeDomain>,
+    pub status: GoalStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionStatus {
+    Open,
+    Completed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionState {
+    pub owner: AccountId,
+    #[serde(with = "iso_date")]
+    pub due: Date,
+    /// The day it was agreed (from the event's `occurred_at`).
+    #[serde(with = "iso_date")]
+    pub agreed_on: Date,
+    pub status: ActionStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementState {
+    pub company_id: CompanyId,
+    pub mentor: Option<AccountId>,
+    #[serde(with = "iso_date")]
+    pub start_date: Date,
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgreementState {
+    pub placement_id: PlacementId,
+    pub mentor: AccountId,
+    #[serde(with = "iso_date")]
+    pub valid_from: Date,
+    #[serde(with = "iso_date")]
+    pub valid_to: Date,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    Standing,
+    Corrected,
+    Retracted,
+}
+
+/// What the course remembers of each of its events, for corrections and retractions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownEvent {
+    pub event_type: String,
+    pub actor: AccountId,
+    pub status: EventStatus,
+}
+
+/// The decision state of one course. `Default` is "no course yet".
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CourseState {
+    pub status: CourseStatus,
+    pub course_id: Option<CourseId>,
+    pub programme: Option<ProgrammeKind>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub opened_at: Option<OffsetDateTime>,
+    pub opened_by: Option<AccountId>,
+    pub young_person: Option<AccountId>,
+    #[serde(default, with = "iso_date::option")]
+    pub start_date: Option<Date>,
+    pub phase: Option<Phase>,
+    pub outcome: Option<Outcome>,
+    /// Current assignments, in order of assignment.
+    pub participants: Vec<Assignment>,
+    pub goals: BTreeMap<GoalId, GoalState>,
+    pub actions: BTreeMap<ActionId, ActionState>,
+    pub placements: BTreeMap<PlacementId, PlacementState>,
+    pub active_placement: Option<PlacementId>,
+    pub agreements: BTreeMap<AgreementId, AgreementState>,
+    pub events: BTreeMap<Uuid, KnownEvent>,
+    /// Stream version of the last applied event (0: none).
+    pub version: u64,
+}
+
+impl CourseState {
+    /// Folds a whole history.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = (&'a CourseEvent, &'a EventMeta)>) -> Self {
+        let mut state = Self::default();
+        for (event, meta) in events {
+            apply(&mut state, event, meta);
+        }
+        state
+    }
+
+    pub fn is_assigned(&self, account_id: AccountId, role: Role) -> bool {
+        self.participants.iter().any(|a| a.account_id == account_id && a.role == role)
+    }
+
+    pub fn is_participant(&self, account_id: AccountId) -> bool {
+        self.participants.iter().any(|a| a.account_id == account_id)
+    }
+
+    /// Is the id already used by any goal, action, placement or agreement?
+    pub fn id_in_use(&self, id: Uuid) -> bool {
+        self.goals.contains_key(&GoalId(id))
+            || self.actions.contains_key(&ActionId(id))
+            || self.placements.contains_key(&PlacementId(id))
+            || self.agreements.contains_key(&AgreementId(id))
+    }
+}
+
+/// Folds one event into the state. No logic: see the module docs.
+pub fn apply(state: &mut CourseState, event: &CourseEvent, meta: &EventMeta) {
+    state.version = meta.stream_version;
+    state.events.insert(
+        meta.event_id,
+        KnownEvent {
+            event_type: event.event_type().to_owned(),
+            actor: meta.actor.account_id,
+            status: EventStatus::Standing,
+        },
+    );
+    match event {
+        CourseEvent::CourseOpened(e) => {
+            state.status = CourseStatus::Open;
+            state.course_id = Some(e.course_id);
+            state.programme = Some(e.programme);
+            state.opened_at = Some(meta.occurred_at);
+            state.opened_by = Some(meta.actor.account_id);
+            state.young_person = Some(e.young_person);
+            state.start_date = Some(e.start_date);
+            state.phase = Some(Phase::Intake);
+            state.participants.push(Assignment {
+                account_id: e.young_person,
+                role: Role::YoungPerson,
+                company_id: None,
+            });
+            state.participants.push(Assignment {
+                account_id: e.referring_caseworker,
+                role: Role::Caseworker,
+                company_id: None,
+            });
+        }
+        CourseEvent::PhaseChanged(e) => state.phase = Some(e.phase),
+        CourseEvent::CourseClosed(e) => {
+            state.status = CourseStatus::Closed;
+            state.outcome = Some(e.outcome);
+        }
+        CourseEvent::ParticipantAssigned(e) => {
+            state.participants.push(Assignment { account_id: e.account_id, role: e.role, company_id: e.company_id })
+        }
+        CourseEvent::ParticipantUnassigned(e) => {
+            state.participants.retain(|a| !(a.account_id == e.account_id && a.role == e.role))
+        }
+        CourseEvent::GoalSet(e) => {
+            state.goals.insert(
+                e.goal_id,
+                GoalState { parent: None, life_domain: Some(e.life_domain), status: GoalStatus::Open },
+            );
+        }
+        CourseEvent::SubGoalSet(e) => {
+            state.goals.insert(
+                e.goal_id,
+                GoalState { parent: Some(e.parent_goal_id), life_domain: None, status: GoalStatus::Open },
+            );
+        }
+        CourseEvent::GoalAchieved(e) => set_goal_status(state, e.goal_id, GoalStatus::Achieved),
+        CourseEvent::GoalDropped(e) => set_goal_status(state, e.goal_id, GoalStatus::Dropped),
+        CourseEvent::ActionAgreed(e) => {
+            state.actions.insert(
+                e.action_id,
+                ActionState {
+                    owner: e.owner,
+                    due: e.due,
+                    agreed_on: meta.occurred_at.date(),
+                    status: ActionStatus::Open,
+                },
+            );
+        }
+        CourseEvent::ActionCompleted(e) => set_action_status(state, e.action_id, ActionStatus::Completed),
+        CourseEvent::ActionCancelled(e) => set_action_status(state, e.action_id, ActionStatus::Cancelled),
+        CourseEvent::ActionRescheduled(e) => {
+            if let Some(a) = state.actions.get_mut(&e.action_id) {
+                a.due = e.due;
+            }
+        }
+        CourseEvent::PlacementStarted(e) => {
+            state.placements.insert(
+                e.placement_id,
+                PlacementState { company_id: e.company_id, mentor: e.mentor, start_date: e.start_date, active: true },
+            );
+            state.active_placement = Some(e.placement_id);
+        }
+        CourseEvent::PlacementEnded(e) => {
+            if let Some(p) = state.placements.get_mut(&e.placement_id) {
+                p.active = false;
+            }
+            if state.active_placement == Some(e.placement_id) {
+                state.active_placement = None;
+            }
+        }
+        CourseEvent::MentorAgreementMade(e) => {
+            state.agreements.insert(
+                e.agreement_id,
+                AgreementState {
+                    placement_id: e.placement_id,
+                    mentor: e.mentor,
+                    valid_from: e.valid_from,
+                    valid_to: e.valid_to,
+                },
+            );
+        }
+        CourseEvent::MentorAgreementRenewed(e) => {
+            if let Some(a) = state.agreements.get_mut(&e.agreement_id) {
+                a.valid_to = e.valid_to;
+            }
+        }
+        CourseEvent::EventCorrected(e) => set_event_status(state, e.target_event_id, EventStatus::Corrected),
+        CourseEvent::EventRetracted(e) => set_event_status(state, e.target_event_id, EventStatus::Retracted),
+        // Observations: they matter to projections, not to decisions.
+        CourseEvent::ContactLogged(_)
+        | CourseEvent::CheckInLogged(_)
+        | CourseEvent::GuidanceSessionHeld(_)
+        | CourseEvent::GoalProgressRecorded(_)
+        | CourseEvent::AssessmentRecorded(_)
+        | CourseEvent::SupportNeedRecorded(_)
+        | CourseEvent::MeetingHeld(_)
+        | CourseEvent::ContactPlanAgreed(_) => {}
+    }
+}
+
+fn set_goal_status(state: &mut CourseState, id: GoalId, status: GoalStatus) {
+    if let Some(g) = state.goals.get_mut(&id) {
+        g.status = status;
+    }
+}
+
+fn set_action_status(state: &mut CourseState, id: ActionId, status: ActionStatus) {
+    if let Some(a) = state.actions.get_mut(&id) {
+        a.status = status;
+    }
+}
+
+fn set_event_status(state: &mut CourseState, id: Uuid, status: EventStatus) {
+    if let Some(e) = state.events.get_mut(&id) {
+        e.status = status;
+    }
+}
