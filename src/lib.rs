@@ -7,6 +7,8 @@
 //! - [`api`]: the HTTP API; [`settings`], [`serve`] and [`cli`] wire it to the command line.
 
 pub mod api;
+pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod domain;

@@ -20,6 +20,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let data_dir = settings.data_dir.clone();
     rt.block_on(async move {
         let app = match crate::api::Application::build(settings).await {
             Ok(app) => app,
@@ -29,6 +30,15 @@ pub fn run(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        if let Some(password) = &app.initial_admin_password {
+            // Printed once, to the terminal only (never to the log); also kept in a 0600 file.
+            println!("First start: created the account `admin` with password: {password}");
+            println!(
+                "(also written to {}/initial-admin-password; change it, then delete that file)",
+                data_dir.display()
+            );
+        }
+        println!("vivirk listening on http://{} (docs at /docs)", app.address());
         tracing::info!(address = %app.address(), "vivirk is listening");
         match app.run_until_stopped().await {
             Ok(()) => ExitCode::SUCCESS,

@@ -33,6 +33,9 @@ pub struct ServeArgs {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct FileSettings {
+    /// Token issuer, audience and lifetimes, rate limits, external identity providers.
+    #[serde(default)]
+    auth: Option<crate::auth::AuthConfig>,
     data_dir: Option<PathBuf>,
     bind: Option<SocketAddr>,
     durability: Option<Durability>,
@@ -48,6 +51,7 @@ pub struct Settings {
     pub durability: Durability,
     pub segment_size: u64,
     pub log_json: bool,
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Settings {
@@ -58,6 +62,7 @@ impl Settings {
             durability: Durability::Fsync,
             segment_size: 64 << 20,
             log_json: false,
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 
@@ -80,6 +85,7 @@ impl Settings {
             durability: args.durability.or(file.durability).unwrap_or(d.durability),
             segment_size,
             log_json: args.log_json.or(file.log_json).unwrap_or(false),
+            auth: file.auth.unwrap_or_default(),
         })
     }
 }

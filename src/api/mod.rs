@@ -1,23 +1,63 @@
-//! The HTTP API (actix-web). Handlers parse at the edge, call the application layer, and map
-//! errors to RFC 9457 problems in one place.
+//! The HTTP API (actix-web). Per-resource route modules, each with its OpenAPI section; parsing
+//! at the edge (`extract`); errors mapped to RFC 9457 problems in one place (`problem`).
+
+mod accounts;
+mod companies;
+mod courses;
+mod extract;
+mod idempotency;
+pub mod openapi;
+mod problem;
+mod system;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
-use actix_web::{App, HttpResponse, HttpServer, dev::Server, web};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{Compress, ErrorHandlerResponse, ErrorHandlers, Next, from_fn};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use sha2::{Digest, Sha256};
 
+pub use problem::{API_ERROR_CODES, ApiError, Problem};
+
+use crate::app::Vivirk;
+use crate::auth::Auth;
+use crate::clock::{SharedClock, SystemClock};
 use crate::log::{EventLog, LogConfig};
 use crate::settings::Settings;
+
+/// Largest request body accepted (a check-in is well under 4 KiB).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub app: Arc<Vivirk>,
+    pub auth: Arc<Auth>,
+    pub idem: idempotency::IdempotencyStore,
+    pub metrics: system::Metrics,
+}
+
+impl AppState {
+    /// Read-your-writes: a write answers once what it wrote is visible to reads.
+    pub async fn after_write(&self, _position: u64) {}
+}
 
 pub struct Application {
     server: Server,
     address: SocketAddr,
     log: EventLog,
+    /// The first admin's password, when this start created it (printed once by `serve`).
+    pub initial_admin_password: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Open(#[from] crate::log::OpenError),
+    #[error("{0}")]
+    Store(String),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
 }
@@ -25,43 +65,214 @@ pub enum StartError {
 impl Application {
     /// Opens the store and binds (port 0 picks a free port, as the tests do).
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|e| StartError::Store(format!("{}: {e}", settings.data_dir.display())))?;
         let mut config = LogConfig::new(&settings.data_dir);
         config.durability = settings.durability;
         config.segment_size = settings.segment_size;
-        let (log, _report) = tokio::task::spawn_blocking(move || EventLog::open(config))
+        config.clock = clock.clone();
+        let (log, report) = tokio::task::spawn_blocking(move || EventLog::open(config))
             .await
-            .map_err(|e| StartError::Open(crate::log::OpenError::Log(e.to_string())))??;
-        let state = web::Data::new(log.clone());
+            .map_err(|e| StartError::Store(e.to_string()))??;
+        tracing::info!(head = report.head, caught_up = report.index_caught_up, "log open");
+        let app_db = sled::Config::new()
+            .path(settings.data_dir.join("app"))
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| StartError::Store(format!("app store: {e}")))?;
+        let idem_tree = app_db.open_tree("idempotency").map_err(|e| StartError::Store(e.to_string()))?;
+        let auth_db = sled::Config::new()
+            .path(settings.data_dir.join("auth"))
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| StartError::Store(format!("session store: {e}")))?;
+        let (data_dir, auth_log, auth_clock, auth_config) =
+            (settings.data_dir.clone(), log.clone(), clock.clone(), settings.auth.clone());
+        let auth =
+            tokio::task::spawn_blocking(move || Auth::open(&data_dir, auth_log, auth_db, auth_clock, auth_config))
+                .await
+                .map_err(|e| StartError::Store(e.to_string()))?
+                .map_err(|e| StartError::Store(format!("auth: {e}")))?;
+        let initial_admin_password =
+            auth.bootstrap_admin().await.map_err(|e| StartError::Store(format!("auth: {e}")))?;
+        let auth = Arc::new(auth);
+        let app = Arc::new(Vivirk::new(log.clone(), clock.clone()));
+        let state = web::Data::new(AppState {
+            app,
+            auth,
+            idem: idempotency::IdempotencyStore::new(idem_tree, clock.clone()),
+            metrics: system::Metrics::default(),
+        });
         let listener = std::net::TcpListener::bind(settings.bind).map_err(|e| StartError::Bind(settings.bind, e))?;
         let address = listener.local_addr().map_err(|e| StartError::Bind(settings.bind, e))?;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
-                .route("/readyz", web::get().to(readyz))
+                .app_data(web::PayloadConfig::new(MAX_BODY))
+                .app_data(
+                    web::QueryConfig::default().error_handler(|e, _| ApiError::InvalidParameter(e.to_string()).into()),
+                )
+                .app_data(
+                    web::PathConfig::default().error_handler(|e, _| ApiError::InvalidParameter(e.to_string()).into()),
+                )
+                .wrap(ErrorHandlers::new().default_handler(problem_for_bare_errors))
+                .wrap(Compress::default())
+                .wrap(from_fn(request_context))
+                .configure(routes)
+                .default_service(web::to(|req: HttpRequest| async move {
+                    let _ = req;
+                    Err::<HttpResponse, _>(ApiError::NotFound)
+                }))
         })
+        .shutdown_timeout(10)
         .listen(listener)
         .map_err(|e| StartError::Bind(settings.bind, e))?
         .run();
-        Ok(Application { server, address, log })
+        Ok(Application { server, address, log, initial_admin_password })
     }
 
     pub fn address(&self) -> SocketAddr {
         self.address
     }
 
+    /// Runs until SIGINT/SIGTERM; in-flight requests finish, then the writer drains.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let r = self.server.await;
-        // In-flight appends were handed to the writer; let it finish them before we exit.
         self.log.shutdown().await;
         r
     }
 }
 
-async fn readyz(log: web::Data<EventLog>) -> HttpResponse {
-    if log.is_healthy() {
-        HttpResponse::Ok().body("ready")
-    } else {
-        HttpResponse::ServiceUnavailable().body("not ready")
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(system::healthz)
+        .service(system::readyz)
+        .service(system::metrics)
+        .service(system::openapi_json)
+        .service(accounts::token)
+        .service(accounts::refresh)
+        .service(accounts::logout)
+        .service(accounts::jwks)
+        .service(accounts::me)
+        .service(accounts::change_password)
+        .service(accounts::create_account)
+        .service(accounts::list_accounts)
+        .service(accounts::disable_account)
+        .service(accounts::enable_account)
+        .service(accounts::delete_account)
+        .service(companies::register_company)
+        .service(companies::register_mentor)
+        .service(companies::assess_relational_capacity)
+        .service(companies::company)
+        .service(courses::open_course)
+        .service(courses::assign_participant)
+        .service(courses::unassign_participant)
+        .service(courses::log_check_in)
+        .service(courses::log_contact)
+        .service(courses::hold_guidance_session)
+        .service(courses::record_meeting)
+        .service(courses::set_goal)
+        .service(courses::set_sub_goal)
+        .service(courses::record_goal_progress)
+        .service(courses::achieve_goal)
+        .service(courses::drop_goal)
+        .service(courses::agree_action)
+        .service(courses::complete_action)
+        .service(courses::reschedule_action)
+        .service(courses::cancel_action)
+        .service(courses::start_placement)
+        .service(courses::end_placement)
+        .service(courses::make_mentor_agreement)
+        .service(courses::renew_mentor_agreement)
+        .service(courses::record_assessment)
+        .service(courses::record_support_need)
+        .service(courses::agree_contact_plan)
+        .service(courses::correct_event)
+        .service(courses::retract_event)
+        .service(courses::change_phase)
+        .service(courses::close_course)
+        .service(courses::course_events)
+        .service(courses::verify_course)
+        .service(<utoipa_scalar::Scalar<serde_json::Value> as utoipa_scalar::Servable<_>>::with_url(
+            "/docs",
+            openapi::document(),
+        ));
+}
+
+/// Request ids and one log line per request: method, route pattern, status, time. Never the
+/// body, never the query (it can hold search criteria).
+async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    use tracing::Instrument;
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| {
+            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let route = req.match_pattern().unwrap_or_else(|| "-".into());
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %id, %method, route = %route);
+    let started = Instant::now();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let mut res = next.call(req).instrument(span.clone()).await?.map_into_boxed_body();
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&id) {
+        res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), v);
     }
+    let status = res.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    span.in_scope(|| tracing::info!(status, micros, "handled"));
+    if let Some(s) = state {
+        s.metrics.observe(status, micros);
+    }
+    Ok(res)
+}
+
+/// actix's own errors (unparsable query, body too large, unknown method) become problems too.
+fn problem_for_bare_errors<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/problem+json"));
+    if is_problem || !(res.status().is_client_error() || res.status().is_server_error()) {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let err = match res.status().as_u16() {
+        400 => ApiError::InvalidBody("the request could not be read".into()),
+        404 => ApiError::NotFound,
+        405 => ApiError::MethodNotAllowed,
+        413 => ApiError::BodyTooLarge(MAX_BODY),
+        415 => ApiError::UnsupportedMediaType,
+        s if s < 500 => ApiError::InvalidParameter("the request could not be read".into()),
+        _ => ApiError::Internal("unhandled server error".into()),
+    };
+    let (req, _) = res.into_parts();
+    let response = actix_web::ResponseError::error_response(&err);
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, response).map_into_right_body()))
+}
+
+/// A JSON response with a strong ETag over its bytes; `If-None-Match` → 304.
+pub fn etag_json<T: serde::Serialize>(req: &HttpRequest, value: &T) -> Result<HttpResponse, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let tag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..32]);
+    let matches = req
+        .headers()
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == tag));
+    if matches {
+        return Ok(HttpResponse::NotModified().insert_header(("ETag", tag)).finish());
+    }
+    Ok(HttpResponse::Ok().insert_header(("ETag", tag)).content_type("application/json").body(body))
 }

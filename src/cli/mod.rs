@@ -30,6 +30,11 @@ enum Command {
         #[arg(long)]
         stream: Option<String>,
     },
+    /// Write the OpenAPI document (default `openapi/openapi.json`).
+    Openapi {
+        #[arg(long, default_value = "openapi/openapi.json")]
+        out: PathBuf,
+    },
     /// Maintain the derived sled index.
     Index {
         #[command(subcommand)]
@@ -73,6 +78,21 @@ pub fn run() -> ExitCode {
             bench::run(command)
         }
         Command::Debug { command } => debug::run(command),
+        Command::Openapi { out } => {
+            if let Some(parent) = out.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            match std::fs::write(&out, crate::api::openapi::document_text()) {
+                Ok(()) => {
+                    println!("wrote {}", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {e}", out.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 

@@ -1,4 +1,6 @@
 //! The one integration-test binary: everything that needs the real `vivirk` binary, a real
 //! HTTP server on port 0, or a process to kill.
 
+mod api_journey;
+mod helpers;
 mod log_crash;

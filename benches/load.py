@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""HTTP load benchmark: durable check-in POSTs and contact-history GETs against `vivirk serve`.
+
+Starts the release binary on a temp data dir (loopback only), sets up accounts, a company and
+COURSES courses each with a mentor on a placement, then runs wrk:
+  - POST /v1/courses/{id}/check-ins at 64 connections, round-robin over the courses;
+  - GET  /v1/courses/{id}/contacts?limit=50 at 64 connections.
+Prints wrk's figures (requests/s, latency p50/p99). Usage:
+  benches/load.py [--binary target/release/vivirk] [--seconds 15] [--courses 256] [--durability fsync]
+"""
+import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time, urllib.request
+
+def call(base, method, path, token=None, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method)
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", "Bearer " + token)
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read() or b"null")
+
+def wrk(args, url, script, seconds, connections):
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(next(l for l in out.splitlines() if l.startswith("Requests/sec")).split()[1])
+    lat = {}
+    in_dist = False
+    for l in out.splitlines():
+        if "Latency Distribution" in l:
+            in_dist = True
+            continue
+        if in_dist:
+            parts = l.split()
+            if len(parts) == 2 and parts[0].endswith("%"):
+                v = parts[1]
+                ms = float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+                lat[parts[0]] = ms
+            else:
+                in_dist = False
+    non2xx = next((l for l in out.splitlines() if "Non-2xx" in l), None)
+    return rps, lat, non2xx, out
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", default="target/release/vivirk")
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--courses", type=int, default=256)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--durability", default="fsync")
+    ap.add_argument("--port", type=int, default=18080)
+    a = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (apt-get install -y wrk)")
+    data = tempfile.mkdtemp(prefix="vivirk-load-")
+    base = f"http://127.0.0.1:{a.port}"
+    env = dict(os.environ, VIVIRK_LOG="warn")
+    server = subprocess.Popen([a.binary, "serve", "--data-dir", data, "--bind", f"127.0.0.1:{a.port}",
+                               "--durability", a.durability], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(base + "/readyz")
+                break
+            except Exception:
+                time.sleep(0.05)
+        password = open(os.path.join(data, "initial-admin-password")).read().strip()
+        admin = call(base, "POST", "/v1/auth/token", body={"username": "admin", "password": password})["access_token"]
+        pw = "load-test-password-1"
+        ids = {}
+        for name, role in [("cw", "caseworker"), ("yp", "young_person"), ("mentor", "mentor")]:
+            ids[name] = call(base, "POST", "/v1/accounts", admin,
+                             {"username": name, "display_name": name, "role": role, "password": pw})["account_id"]
+        cw = call(base, "POST", "/v1/auth/token", body={"username": "cw", "password": pw})["access_token"]
+        mentor = call(base, "POST", "/v1/auth/token", body={"username": "mentor", "password": pw})["access_token"]
+        company = call(base, "POST", "/v1/companies", cw, {"name": "Load A/S", "industry": "retail", "kind": "ordinary", "cvr": None})["id"]
+        courses = []
+        for i in range(a.courses):
+            c = call(base, "POST", "/v1/courses", cw, {"young_person": ids["yp"], "programme": "jobafklaringsforloeb",
+                     "referring_caseworker": ids["cw"], "municipality": "Aarhus", "start_date": "2026-09-01"})["id"]
+            call(base, "POST", f"/v1/courses/{c}/participants", cw, {"account_id": ids["mentor"], "role": "mentor", "company_id": company, "relation": None})
+            p = call(base, "POST", f"/v1/courses/{c}/placements", cw, {"kind": "practice_arena", "company_id": company,
+                     "workplace": "ordinary", "mentor": ids["mentor"], "hours_per_week": 12, "tasks": [], "start_date": "2026-09-01"})["id"]
+            courses.append((c, p))
+        # Seed history so the GET pages are full: 60 contacts per course on the first 32 courses.
+        for c, _ in courses[:32]:
+            for k in range(60):
+                call(base, "POST", f"/v1/courses/{c}/contacts", cw, {"with": [ids["yp"]], "channel": "phone",
+                     "direction": "to_young_person", "outreach": True, "individual": True, "duration_minutes": 15,
+                     "summary": f"weekly call {k}"})
+        tmp = tempfile.mkdtemp(prefix="vivirk-wrk-")
+        post_lua = os.path.join(tmp, "post.lua")
+        with open(post_lua, "w") as f:
+            f.write("local paths = {%s}\nlocal bodies = {%s}\nlocal i = 0\n" % (
+                ",".join(f'"/v1/courses/{c}/check-ins"' for c, _ in courses),
+                ",".join("'" + json.dumps({"placement_id": p, "attendance": "present", "wellbeing": 4,
+                         "tasks_done": ["stocked shelves", "helped at the till"], "concerns": None,
+                         "next_step": "try the till with support on Thursday"}) + "'" for _, p in courses)))
+            f.write('request = function()\n  i = i + 1\n  local k = (i %% #paths) + 1\n  return wrk.format("POST", paths[k], '
+                    '{["authorization"]="Bearer %s", ["content-type"]="application/json"}, bodies[k])\nend\n' % mentor)
+        get_lua = os.path.join(tmp, "get.lua")
+        with open(get_lua, "w") as f:
+            f.write("local paths = {%s}\nlocal i = 0\n" % ",".join(f'"/v1/courses/{c}/contacts?limit=50"' for c, _ in courses[:32]))
+            f.write('request = function()\n  i = i + 1\n  return wrk.format("GET", paths[(i %% #paths) + 1], '
+                    '{["authorization"]="Bearer %s"})\nend\n' % cw)
+        print(f"vivirk HTTP load, durability {a.durability}, {a.connections} connections, {a.seconds}s each, {a.courses} courses")
+        rps, lat, non2xx, _ = wrk(a, base, post_lua, a.seconds, a.connections)
+        print(f"check-in POST  : {rps:9.0f} req/s   p50 {lat.get('50%', 0):7.2f} ms   p99 {lat.get('99%', 0):7.2f} ms   {non2xx or 'all 2xx'}")
+        rps, lat, non2xx, _ = wrk(a, base, get_lua, a.seconds, a.connections)
+        print(f"history GET 50 : {rps:9.0f} req/s   p50 {lat.get('50%', 0):7.2f} ms   p99 {lat.get('99%', 0):7.2f} ms   {non2xx or 'all 2xx'}")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+if __name__ == "__main__":
+    main()

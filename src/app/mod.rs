@@ -1,0 +1,392 @@
+//! The application layer: turns an authenticated request into a decision and an append, and
+//! answers "may this account see this course?". It knows the log and the domain, not HTTP.
+//!
+//! Course and company decision states are cached in memory and always brought up to date from
+//! the log before a decision (so the cache can never be wrong, only stale, and staleness is
+//! fixed by reading the stream's tail). Writes to one course are serialised by a per-course
+//! lock; writes to different courses run in parallel and meet only in the log's group commit.
+
+pub mod access;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::clock::SharedClock;
+use crate::domain::{
+    AccountId, Actor, CommandContext, CompanyCommand, CompanyEvent, CompanyId, CompanyState, CourseCommand,
+    CourseEvent, CourseId, CourseState, DomainError, EventMeta, Role, apply, apply_company, decide, decide_company,
+};
+use crate::log::{AppendError, EventLog, ExpectedVersion, LogActor, Metadata, NewEvent, StreamId};
+
+pub use access::Permission;
+
+/// Who is asking. Built by the HTTP layer from a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub account_id: AccountId,
+    pub role: Role,
+}
+
+impl Principal {
+    pub fn actor(&self) -> Actor {
+        Actor { account_id: self.account_id, role: self.role }
+    }
+}
+
+/// Options a write may carry besides its command.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// `If-Match`: the stream version the client last saw.
+    pub if_match: Option<u64>,
+    /// The client's own id for the (first) event: a retry with the same id appends nothing.
+    pub event_id: Option<Uuid>,
+    /// When it happened, if not now (an offline check-in synced later).
+    pub occurred_at: Option<OffsetDateTime>,
+    pub correlation_id: Option<Uuid>,
+    pub device_id: Option<String>,
+}
+
+/// What a successful write reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Written {
+    /// The id of the (first) event written.
+    pub event_id: Uuid,
+    /// Its global log position.
+    pub position: u64,
+    /// The stream's version after the write.
+    pub version: u64,
+    /// True when this repeated an earlier, identical write: nothing new was stored.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+    /// The id of what the write created (a course, company, goal, action, placement or
+    /// agreement), when it created something.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+}
+
+/// One error enum for the layer; `api::problem` maps it to HTTP in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Unknown, or not visible to the caller: the same answer, so ids leak nothing.
+    #[error("not found")]
+    NotFound,
+    #[error("your role may not {0}")]
+    Forbidden(&'static str),
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("the stream is at version {current}, not the one in If-Match")]
+    PreconditionFailed { current: u64 },
+    #[error("someone else wrote to this course at the same time; retry")]
+    Concurrent,
+    #[error("event id {0} is already used by different content")]
+    EventIdConflict(Uuid),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("storage unavailable: {0}")]
+    Storage(String),
+    #[error("the record could not be read: {0}")]
+    Damaged(String),
+}
+
+impl From<AppendError> for AppError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::WrongExpectedVersion { .. } => AppError::Concurrent,
+            AppendError::EventIdConflict { event_id } => AppError::EventIdConflict(event_id),
+            AppendError::Invalid(m) => AppError::Invalid(m),
+            AppendError::Storage(m) => AppError::Storage(m),
+            AppendError::Closed => AppError::Storage("shutting down".into()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Slot<S> {
+    version: u64,
+    state: S,
+}
+
+/// A bounded map of per-stream decision states. Eviction drops a state; it is rebuilt from the
+/// log when next needed.
+struct Cache<K, S> {
+    map: Mutex<HashMap<K, Arc<tokio::sync::Mutex<Slot<S>>>>>,
+    capacity: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Copy, S: Default> Cache<K, S> {
+    fn new(capacity: usize) -> Self {
+        Cache { map: Mutex::new(HashMap::new()), capacity }
+    }
+
+    fn slot(&self, key: K) -> Arc<tokio::sync::Mutex<Slot<S>>> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(&key) {
+            return s.clone();
+        }
+        if map.len() >= self.capacity {
+            // Drop slots nobody holds; cheap and good enough for a cache that is never wrong.
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        let s = Arc::new(tokio::sync::Mutex::new(Slot::default()));
+        map.insert(key, s.clone());
+        s
+    }
+}
+
+/// The application: the log plus decision caches.
+pub struct Vivirk {
+    pub log: EventLog,
+    pub clock: SharedClock,
+    courses: Cache<CourseId, CourseState>,
+    companies: Cache<CompanyId, CompanyState>,
+}
+
+pub fn course_stream(id: CourseId) -> StreamId {
+    StreamId::for_entity("course", id.0)
+}
+
+pub fn company_stream(id: CompanyId) -> StreamId {
+    StreamId::for_entity("company", id.0)
+}
+
+fn meta_of(e: &crate::log::Envelope) -> Result<EventMeta, AppError> {
+    let role: Role = serde_json::from_value(serde_json::Value::String(e.actor.role.clone()))
+        .map_err(|_| AppError::Damaged(format!("unknown role at position {}", e.position)))?;
+    Ok(EventMeta {
+        event_id: e.event_id,
+        stream_version: e.stream_version,
+        occurred_at: e.occurred_at,
+        recorded_at: e.recorded_at,
+        actor: Actor { account_id: AccountId(e.actor.account_id), role },
+    })
+}
+
+/// Decodes a course envelope into its event and metadata.
+pub fn decode_course(e: &crate::log::Envelope) -> Result<(CourseEvent, EventMeta), AppError> {
+    let ev = CourseEvent::decode(&e.event_type, e.schema_version, &e.data)
+        .map_err(|err| AppError::Damaged(format!("position {}: {err}", e.position)))?;
+    Ok((ev, meta_of(e)?))
+}
+
+fn decode_company(e: &crate::log::Envelope) -> Result<(CompanyEvent, EventMeta), AppError> {
+    let ev = CompanyEvent::decode(&e.event_type, e.schema_version, &e.data)
+        .map_err(|err| AppError::Damaged(format!("position {}: {err}", e.position)))?;
+    Ok((ev, meta_of(e)?))
+}
+
+impl Vivirk {
+    pub fn new(log: EventLog, clock: SharedClock) -> Self {
+        Vivirk { log, clock, courses: Cache::new(4096), companies: Cache::new(1024) }
+    }
+
+    /// Reads the stream's events after `slot.version` and applies them.
+    fn catch_up_course(&self, id: CourseId, slot: &mut Slot<CourseState>) -> Result<(), AppError> {
+        let stream = course_stream(id);
+        loop {
+            let events = self
+                .log
+                .read_stream(&stream, slot.version + 1, false, 1000)
+                .map_err(|e| AppError::Damaged(e.to_string()))?;
+            if events.is_empty() {
+                return Ok(());
+            }
+            for e in &events {
+                let (ev, meta) = decode_course(e)?;
+                apply(&mut slot.state, &ev, &meta);
+                slot.version = e.stream_version;
+            }
+        }
+    }
+
+    fn catch_up_company(&self, id: CompanyId, slot: &mut Slot<CompanyState>) -> Result<(), AppError> {
+        let stream = company_stream(id);
+        loop {
+            let events = self
+                .log
+                .read_stream(&stream, slot.version + 1, false, 1000)
+                .map_err(|e| AppError::Damaged(e.to_string()))?;
+            if events.is_empty() {
+                return Ok(());
+            }
+            for e in &events {
+                let (ev, meta) = decode_company(e)?;
+                apply_company(&mut slot.state, &ev, &meta);
+                slot.version = e.stream_version;
+            }
+        }
+    }
+
+    /// The course's decision state and version, if the principal may see the course.
+    pub async fn visible_course(&self, p: &Principal, id: CourseId) -> Result<(u64, CourseState), AppError> {
+        let slot = self.courses.slot(id);
+        let mut slot = slot.lock().await;
+        self.catch_up_course(id, &mut slot)?;
+        if !access::can_see_course(p, &slot.state) {
+            return Err(AppError::NotFound);
+        }
+        Ok((slot.version, slot.state.clone()))
+    }
+
+    /// Whether the principal may see the course (without cloning its state).
+    pub async fn check_course_visible(&self, p: &Principal, id: CourseId) -> Result<u64, AppError> {
+        let slot = self.courses.slot(id);
+        let mut slot = slot.lock().await;
+        self.catch_up_course(id, &mut slot)?;
+        if !access::can_see_course(p, &slot.state) {
+            return Err(AppError::NotFound);
+        }
+        Ok(slot.version)
+    }
+
+    /// Decides and appends one course command.
+    pub async fn execute_course(
+        &self,
+        p: &Principal,
+        id: CourseId,
+        cmd: CourseCommand,
+        opts: WriteOptions,
+    ) -> Result<Written, AppError> {
+        let stream = course_stream(id);
+        let slot = self.courses.slot(id);
+        let mut slot = slot.lock().await;
+        self.catch_up_course(id, &mut slot)?;
+        let opening = matches!(cmd, CourseCommand::OpenCourse(_));
+        if !opening && !access::can_see_course(p, &slot.state) {
+            return Err(AppError::NotFound);
+        }
+        access::require(p, Permission::for_course_command(&cmd))?;
+        if let Some(w) = self.replayed(&stream, opts.event_id)? {
+            return Ok(w);
+        }
+        if let Some(v) = opts.if_match
+            && v != slot.version
+        {
+            return Err(AppError::PreconditionFailed { current: slot.version });
+        }
+        let ctx = self.context(p, &opts);
+        let events = decide(&slot.state, &cmd, &ctx)?;
+        let new_events = events
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| {
+                self.new_event(p, &opts, i, ev.event_type(), ev.schema_version(), ev.to_data(), ctx.occurred_at)
+            })
+            .collect::<Vec<_>>();
+        self.append(&stream, slot.version, new_events).await
+    }
+
+    /// Decides and appends one company command.
+    pub async fn execute_company(
+        &self,
+        p: &Principal,
+        id: CompanyId,
+        cmd: CompanyCommand,
+        opts: WriteOptions,
+    ) -> Result<Written, AppError> {
+        access::require(p, Permission::ManageCompanies)?;
+        let stream = company_stream(id);
+        let slot = self.companies.slot(id);
+        let mut slot = slot.lock().await;
+        self.catch_up_company(id, &mut slot)?;
+        if let Some(w) = self.replayed(&stream, opts.event_id)? {
+            return Ok(w);
+        }
+        if let Some(v) = opts.if_match
+            && v != slot.version
+        {
+            return Err(AppError::PreconditionFailed { current: slot.version });
+        }
+        let ctx = self.context(p, &opts);
+        let events = decide_company(&slot.state, &cmd, &ctx)?;
+        let new_events = events
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| {
+                self.new_event(p, &opts, i, ev.event_type(), ev.schema_version(), ev.to_data(), ctx.occurred_at)
+            })
+            .collect::<Vec<_>>();
+        self.append(&stream, slot.version, new_events).await
+    }
+
+    /// The company's state, for anyone signed in (companies are not personal data).
+    pub async fn company(&self, id: CompanyId) -> Result<(u64, CompanyState), AppError> {
+        let slot = self.companies.slot(id);
+        let mut slot = slot.lock().await;
+        self.catch_up_company(id, &mut slot)?;
+        if slot.version == 0 {
+            return Err(AppError::NotFound);
+        }
+        Ok((slot.version, slot.state.clone()))
+    }
+
+    fn context(&self, p: &Principal, opts: &WriteOptions) -> CommandContext {
+        let now = self.clock.now();
+        CommandContext { now, actor: p.actor(), occurred_at: opts.occurred_at.unwrap_or(now) }
+    }
+
+    /// A retry of a write whose event id is already stored answers with the original result.
+    fn replayed(&self, stream: &StreamId, event_id: Option<Uuid>) -> Result<Option<Written>, AppError> {
+        let Some(id) = event_id else { return Ok(None) };
+        match self.log.read_event(id).map_err(|e| AppError::Damaged(e.to_string()))? {
+            None => Ok(None),
+            Some(e) if &e.stream == stream => Ok(Some(Written {
+                event_id: id,
+                position: e.position,
+                version: e.stream_version,
+                duplicate: true,
+                id: None,
+            })),
+            Some(_) => Err(AppError::EventIdConflict(id)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_event(
+        &self,
+        p: &Principal,
+        opts: &WriteOptions,
+        index: usize,
+        event_type: &str,
+        schema_version: u16,
+        data: Vec<u8>,
+        occurred_at: OffsetDateTime,
+    ) -> NewEvent {
+        // The client's id names the first event; any further events of the same decision get
+        // fresh ids (time-ordered, so ids sort roughly by creation).
+        let event_id = match (index, opts.event_id) {
+            (0, Some(id)) => id,
+            _ => Uuid::now_v7(),
+        };
+        NewEvent {
+            event_id,
+            event_type: event_type.to_owned(),
+            schema_version,
+            occurred_at,
+            actor: LogActor { account_id: p.account_id.0, role: p.role.as_str().to_owned() },
+            metadata: Metadata {
+                correlation_id: opts.correlation_id,
+                causation_id: None,
+                device_id: opts.device_id.clone(),
+            },
+            data,
+        }
+    }
+
+    async fn append(&self, stream: &StreamId, version: u64, events: Vec<NewEvent>) -> Result<Written, AppError> {
+        let Some(first_id) = events.first().map(|e| e.event_id) else {
+            return Err(AppError::Invalid("nothing to write".into()));
+        };
+        let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+        let r = self.log.append(stream, expected, events).await?;
+        Ok(Written {
+            event_id: first_id,
+            position: r.first_position,
+            version: r.version,
+            duplicate: r.duplicate,
+            id: None,
+        })
+    }
+}
