@@ -3,6 +3,7 @@
 
 mod bench;
 mod debug;
+mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,9 @@ pub struct Cli {
 enum Command {
     /// Run the HTTP API on a data directory (created on first start).
     Serve(crate::settings::ServeArgs),
+    /// Load a realistic demo data set (accounts in every role, companies, courses with months of
+    /// history) into a data directory. Stop the server first.
+    Demo(demo::DemoArgs),
     /// Recompute the hash chains of the log and name the first position that does not verify.
     Verify {
         #[arg(long, env = "VIVIRK_DATA_DIR", default_value = "./data")]
@@ -78,6 +82,10 @@ pub fn run() -> ExitCode {
             bench::run(command)
         }
         Command::Debug { command } => debug::run(command),
+        Command::Demo(args) => {
+            init_tracing(false);
+            demo::run(args)
+        }
         Command::Openapi { out } => {
             if let Some(parent) = out.parent() {
                 let _ = std::fs::create_dir_all(parent);
