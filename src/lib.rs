@@ -13,5 +13,6 @@ pub mod cli;
 pub mod clock;
 pub mod domain;
 pub mod log;
+pub mod projections;
 pub mod serve;
 pub mod settings;

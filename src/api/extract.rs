@@ -124,9 +124,3 @@ pub fn default_id(body: &mut serde_json::Value, field: &str) -> Result<(), ApiEr
     obj.entry(field.to_owned()).or_insert_with(|| serde_json::Value::String(Uuid::now_v7().to_string()));
     Ok(())
 }
-
-/// The `X-Purpose` header: why personal data is being read (kept in the access log).
-pub fn purpose(req: &HttpRequest) -> Option<String> {
-    let v = req.headers().get("x-purpose")?.to_str().ok()?.trim();
-    (!v.is_empty() && v.len() <= 200 && !v.chars().any(char::is_control)).then(|| v.to_owned())
-}

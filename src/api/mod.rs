@@ -8,6 +8,7 @@ mod extract;
 mod idempotency;
 pub mod openapi;
 mod problem;
+mod reads;
 mod system;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use crate::app::Vivirk;
 use crate::auth::Auth;
 use crate::clock::{SharedClock, SystemClock};
 use crate::log::{EventLog, LogConfig};
+use crate::projections::{ProjectionConfig, Projections};
 use crate::settings::Settings;
 
 /// Largest request body accepted (a check-in is well under 4 KiB).
@@ -34,6 +36,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// What every handler can reach.
 pub struct AppState {
     pub app: Arc<Vivirk>,
+    pub projections: Projections,
     pub auth: Arc<Auth>,
     pub idem: idempotency::IdempotencyStore,
     pub metrics: system::Metrics,
@@ -41,7 +44,9 @@ pub struct AppState {
 
 impl AppState {
     /// Read-your-writes: a write answers once what it wrote is visible to reads.
-    pub async fn after_write(&self, _position: u64) {}
+    pub async fn after_write(&self, position: u64) {
+        self.projections.wait_for(position).await;
+    }
 }
 
 pub struct Application {
@@ -100,9 +105,17 @@ impl Application {
         let initial_admin_password =
             auth.bootstrap_admin().await.map_err(|e| StartError::Store(format!("auth: {e}")))?;
         let auth = Arc::new(auth);
+        let (plog, pclock, pconfig) = (log.clone(), clock.clone(), ProjectionConfig::new(&settings.data_dir));
+        let (projections, preport) = tokio::task::spawn_blocking(move || Projections::open(plog, pclock, pconfig))
+            .await
+            .map_err(|e| StartError::Store(e.to_string()))?
+            .map_err(|e| StartError::Store(format!("projections: {e}")))?;
+        tracing::info!(checkpoint = preport.checkpoint, caught_up = preport.caught_up, "projections open");
+        let _follower = projections.spawn_follower();
         let app = Arc::new(Vivirk::new(log.clone(), clock.clone()));
         let state = web::Data::new(AppState {
             app,
+            projections,
             auth,
             idem: idempotency::IdempotencyStore::new(idem_tree, clock.clone()),
             metrics: system::Metrics::default(),
@@ -167,6 +180,16 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(companies::register_mentor)
         .service(companies::assess_relational_capacity)
         .service(companies::company)
+        .service(reads::list_courses)
+        .service(reads::course_status)
+        .service(reads::contact_history)
+        .service(reads::contact_frequency)
+        .service(reads::course_actions)
+        .service(reads::course_state)
+        .service(reads::my_courses)
+        .service(reads::my_actions)
+        .service(reads::contact_worklist)
+        .service(reads::sync)
         .service(courses::open_course)
         .service(courses::assign_participant)
         .service(courses::unassign_participant)

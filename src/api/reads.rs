@@ -43,7 +43,11 @@ async fn visible(state: &AppState, caller: &Caller, req: &HttpRequest, perm: Per
     security(("bearer" = []))
 )]
 #[get("/v1/courses/{id}")]
-pub async fn course_status(state: web::Data<AppState>, caller: Caller, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn course_status(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let course = visible(&state, &caller, &req, Permission::ReadCourse).await?;
     let status = state.projections.course_status(course).ok_or(ApiError::NotFound)?;
     super::etag_json(&req, &status)
@@ -78,7 +82,9 @@ pub struct HistoryQuery {
 fn date(s: &Option<String>, name: &str) -> Result<Option<time::Date>, ApiError> {
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
     s.as_deref()
-        .map(|s| time::Date::parse(s, fmt).map_err(|_| ApiError::InvalidParameter(format!("{name} must be YYYY-MM-DD"))))
+        .map(|s| {
+            time::Date::parse(s, fmt).map_err(|_| ApiError::InvalidParameter(format!("{name} must be YYYY-MM-DD")))
+        })
         .transpose()
 }
 
@@ -138,7 +144,11 @@ pub async fn contact_history(
     security(("bearer" = []))
 )]
 #[get("/v1/courses/{id}/contact-frequency")]
-pub async fn contact_frequency(state: web::Data<AppState>, caller: Caller, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn contact_frequency(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let course = visible(&state, &caller, &req, Permission::ReadContactHistory).await?;
     let f = state.projections.contact_frequency(course).ok_or(ApiError::NotFound)?;
     super::etag_json(&req, &f)
@@ -152,7 +162,10 @@ pub struct ActionsQuery {
     pub status: Option<String>,
 }
 
-fn action_filter(items: Vec<crate::projections::views::ActionItem>, status: Option<&str>) -> Result<Vec<crate::projections::views::ActionItem>, ApiError> {
+fn action_filter(
+    items: Vec<crate::projections::views::ActionItem>,
+    status: Option<&str>,
+) -> Result<Vec<crate::projections::views::ActionItem>, ApiError> {
     let Some(status) = status else { return Ok(items) };
     if !["open", "overdue", "done", "cancelled"].contains(&status) {
         return Err(ApiError::InvalidParameter("status must be open, overdue, done or cancelled".into()));
@@ -251,7 +264,11 @@ pub async fn course_state(
     security(("bearer" = []))
 )]
 #[get("/v1/me/courses")]
-pub async fn my_courses(state: web::Data<AppState>, caller: Caller, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn my_courses(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     access::require(&caller.0, Permission::ReadCourse)?;
     super::etag_json(&req, &state.projections.my_courses(caller.0.account_id))
 }
@@ -291,7 +308,11 @@ pub async fn my_actions(
     security(("bearer" = []))
 )]
 #[get("/v1/me/contact-worklist")]
-pub async fn contact_worklist(state: web::Data<AppState>, caller: Caller, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn contact_worklist(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     access::require(&caller.0, Permission::ReadContactHistory)?;
     super::etag_json(&req, &state.projections.contact_worklist(caller.0.account_id))
 }
@@ -362,7 +383,6 @@ pub struct SyncQuery {
 pub async fn sync(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
     q: web::Query<SyncQuery>,
 ) -> Result<HttpResponse, ApiError> {
     access::require(&caller.0, Permission::ReadCourse)?;

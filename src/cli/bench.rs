@@ -15,6 +15,16 @@ use crate::log::{Durability, EventLog, ExpectedVersion, LogActor, LogConfig, Met
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// The projections: rebuild speed, contact-history pages and course status reads.
+    Projections {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Total events in the log.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 10_000)]
+        courses: u64,
+    },
     /// The event log on its own, in process.
     Log {
         /// Directory for the benchmark's data (default: a fresh one under the system temp dir,
@@ -37,6 +47,23 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> ExitCode {
     match cmd {
+        BenchCommand::Projections { dir, events, courses } => {
+            let (dir, remove) = match dir {
+                Some(d) => (d, false),
+                None => (std::env::temp_dir().join(format!("vivirk-bench-proj-{}", std::process::id())), true),
+            };
+            let r = crate::projections::bench::run(&dir, events, courses);
+            if remove {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         BenchCommand::Log { dir, events, seconds, durability, appenders } => {
             let (dir, remove) = match dir {
                 Some(d) => (d, false),

@@ -55,7 +55,14 @@ struct Loader {
 }
 
 impl Loader {
-    async fn course(&mut self, who: &Principal, id: CourseId, command: &str, data: Value, days_ago: i64) -> Result<(), String> {
+    async fn course(
+        &mut self,
+        who: &Principal,
+        id: CourseId,
+        command: &str,
+        data: Value,
+        days_ago: i64,
+    ) -> Result<(), String> {
         let cmd: CourseCommand =
             serde_json::from_value(json!({"command": command, "data": data})).map_err(|e| format!("{command}: {e}"))?;
         let opts = WriteOptions { occurred_at: Some(self.now - Duration::days(days_ago)), ..Default::default() };
@@ -74,10 +81,12 @@ async fn load(args: DemoArgs) -> Result<String, String> {
     let now = clock.now();
     let (log, _) = EventLog::open(LogConfig::new(&args.data_dir)).map_err(|e| e.to_string())?;
     let auth_db = sled::open(args.data_dir.join("auth")).map_err(|e| e.to_string())?;
-    let auth = Auth::open(&args.data_dir, log.clone(), auth_db, clock.clone(), AuthConfig::default()).map_err(|e| e.to_string())?;
+    let auth = Auth::open(&args.data_dir, log.clone(), auth_db, clock.clone(), AuthConfig::default())
+        .map_err(|e| e.to_string())?;
     let admin_password = auth.bootstrap_admin().await.map_err(|e| e.to_string())?;
     let admin_view = auth.list_accounts().into_iter().find(|a| a.role == Role::Admin).ok_or("no admin account")?;
-    let admin = crate::auth::Principal { account_id: admin_view.account_id, role: Role::Admin, username: admin_view.username };
+    let admin =
+        crate::auth::Principal { account_id: admin_view.account_id, role: Role::Admin, username: admin_view.username };
 
     let mut people: Vec<(String, Role, AccountId)> = Vec::new();
     let roster = [
@@ -128,8 +137,17 @@ async fn load(args: DemoArgs) -> Result<String, String> {
 
     let programmes = ["ressourceforloeb", "jobafklaringsforloeb", "stu", "fgu"];
     for i in 0..args.courses {
-        let young = create(&auth, &admin, &format!("young.{:02}", i + 1), &format!("Young person {}", i + 1), Role::YoungPerson).await?;
-        let parent = create(&auth, &admin, &format!("network.{:02}", i + 1), &format!("Parent {}", i + 1), Role::Network).await?;
+        let young = create(
+            &auth,
+            &admin,
+            &format!("young.{:02}", i + 1),
+            &format!("Young person {}", i + 1),
+            Role::YoungPerson,
+        )
+        .await?;
+        let parent =
+            create(&auth, &admin, &format!("network.{:02}", i + 1), &format!("Parent {}", i + 1), Role::Network)
+                .await?;
         let cw = &caseworkers[i % 2];
         let (company, mentor_ix, kind) = company_ids[i % company_ids.len()];
         let mentor = &mentors[mentor_ix];
@@ -143,29 +161,82 @@ async fn load(args: DemoArgs) -> Result<String, String> {
                 "referring_caseworker": cw.account_id, "municipality": if i % 2 == 0 { "Aarhus Kommune" } else { "Randers Kommune" },
                 "start_date": date(start)}), weeks * 7)
             .await?;
-        for (who, role, company) in [(teacher.account_id, "teacher", None), (yc.account_id, "youth_coordinator", None),
-            (mentor.account_id, "mentor", Some(company))]
-        {
-            loader.course(cw, course, "assign_participant", json!({"account_id": who, "role": role, "relation": null,
-                "company_id": company}), weeks * 7 - 1).await?;
+        for (who, role, company) in [
+            (teacher.account_id, "teacher", None),
+            (yc.account_id, "youth_coordinator", None),
+            (mentor.account_id, "mentor", Some(company)),
+        ] {
+            loader
+                .course(
+                    cw,
+                    course,
+                    "assign_participant",
+                    json!({"account_id": who, "role": role, "relation": null,
+                "company_id": company}),
+                    weeks * 7 - 1,
+                )
+                .await?;
         }
-        loader.course(cw, course, "assign_participant", json!({"account_id": parent, "role": "network",
-            "relation": "parent", "company_id": null}), weeks * 7 - 1).await?;
-        loader.course(cw, course, "agree_contact_plan", json!({"every_days": 14, "by": [cw.account_id],
-            "note": "Phone or meeting every second week."}), weeks * 7 - 1).await?;
-        let goals = [("work_life", "Arrive on time three days a week"), ("everyday_life", "Take the bus alone"),
-            ("leisure_life", "Try the local football club")];
+        loader
+            .course(
+                cw,
+                course,
+                "assign_participant",
+                json!({"account_id": parent, "role": "network",
+            "relation": "parent", "company_id": null}),
+                weeks * 7 - 1,
+            )
+            .await?;
+        loader
+            .course(
+                cw,
+                course,
+                "agree_contact_plan",
+                json!({"every_days": 14, "by": [cw.account_id],
+            "note": "Phone or meeting every second week."}),
+                weeks * 7 - 1,
+            )
+            .await?;
+        let goals = [
+            ("work_life", "Arrive on time three days a week"),
+            ("everyday_life", "Take the bus alone"),
+            ("leisure_life", "Try the local football club"),
+        ];
         let mut goal_ids = Vec::new();
         for (domain, title) in goals {
             let g = Uuid::now_v7();
-            loader.course(&teacher, course, "set_goal", json!({"goal_id": g, "life_domain": domain, "title": title,
-                "description": null}), weeks * 7 - 2).await?;
+            loader
+                .course(
+                    &teacher,
+                    course,
+                    "set_goal",
+                    json!({"goal_id": g, "life_domain": domain, "title": title,
+                "description": null}),
+                    weeks * 7 - 2,
+                )
+                .await?;
             goal_ids.push(g);
         }
-        loader.course(&teacher, course, "set_sub_goal", json!({"goal_id": Uuid::now_v7(), "parent_goal_id": goal_ids[0],
-            "title": "Set two alarms", "description": null}), weeks * 7 - 2).await?;
-        loader.course(cw, course, "record_support_need", json!({"area": "social", "life_domain": "work_life",
-            "description": "Needs a fixed colleague to ask; new people are hard."}), weeks * 7 - 3).await?;
+        loader
+            .course(
+                &teacher,
+                course,
+                "set_sub_goal",
+                json!({"goal_id": Uuid::now_v7(), "parent_goal_id": goal_ids[0],
+            "title": "Set two alarms", "description": null}),
+                weeks * 7 - 2,
+            )
+            .await?;
+        loader
+            .course(
+                cw,
+                course,
+                "record_support_need",
+                json!({"area": "social", "life_domain": "work_life",
+            "description": "Needs a fixed colleague to ask; new people are hard."}),
+                weeks * 7 - 3,
+            )
+            .await?;
         loader.course(cw, course, "change_phase", json!({"phase": "practice"}), weeks * 7 - 10).await?;
         let placement = Uuid::now_v7();
         let placement_days = weeks * 7 - 14;
@@ -173,7 +244,8 @@ async fn load(args: DemoArgs) -> Result<String, String> {
             "company_id": company, "workplace": kind, "mentor": mentor.account_id, "hours_per_week": 10 + (i % 3) * 5,
             "tasks": [{"task": "stocking shelves", "goal_ids": [goal_ids[0]]}], "start_date": date(now - Duration::days(placement_days))}),
             placement_days).await?;
-        let valid_to = (now - Duration::days(placement_days) + Duration::days(if i % 4 == 1 { 80 } else { 150 })).min(now + Duration::days(170));
+        let valid_to = (now - Duration::days(placement_days) + Duration::days(if i % 4 == 1 { 80 } else { 150 }))
+            .min(now + Duration::days(170));
         loader.course(cw, course, "make_mentor_agreement", json!({"agreement_id": Uuid::now_v7(), "placement_id": placement,
             "mentor": mentor.account_id, "valid_from": date(now - Duration::days(placement_days)), "valid_to": date(valid_to),
             "goal_ids": [goal_ids[0]], "tasks": ["stocking shelves"], "hours_per_week": 10}), placement_days).await?;
@@ -182,36 +254,84 @@ async fn load(args: DemoArgs) -> Result<String, String> {
         let mut week = placement_days / 7;
         while week >= 1 {
             let d = ago(week * 7);
-            loader.course(mentor, course, "log_check_in", json!({"placement_id": placement,
+            loader
+                .course(
+                    mentor,
+                    course,
+                    "log_check_in",
+                    json!({"placement_id": placement,
                 "attendance": if week % 5 == 0 { "late" } else { "present" }, "wellbeing": 2 + (week + i as i64) % 4,
                 "tasks_done": ["stocking shelves", "break with the team"],
                 "concerns": if week % 4 == 0 { Value::from("Tired; short night.") } else { Value::Null },
-                "next_step": "Keep the same start time next week."}), d).await?;
+                "next_step": "Keep the same start time next week."}),
+                    d,
+                )
+                .await?;
             if week % 2 == 0 {
-                loader.course(&teacher, course, "hold_guidance_session", json!({"work_tasks": ["stocking shelves"],
+                loader
+                    .course(
+                        &teacher,
+                        course,
+                        "hold_guidance_session",
+                        json!({"work_tasks": ["stocking shelves"],
                     "goal_ids": [goal_ids[0]], "duration_minutes": 45,
-                    "summary": "Went through the morning routine and the first hour at work."}), d - 1).await?;
+                    "summary": "Went through the morning routine and the first hour at work."}),
+                        d - 1,
+                    )
+                    .await?;
             }
             if week % (2 + (i as i64 % 2)) == 0 && !(i % 3 == 2 && week < 5) {
-                loader.course(cw, course, "log_contact", json!({"with": [young], "channel": if week % 3 == 0 { "in_person" } else { "phone" },
+                loader
+                    .course(
+                        cw,
+                        course,
+                        "log_contact",
+                        json!({"with": [young], "channel": if week % 3 == 0 { "in_person" } else { "phone" },
                     "direction": "to_young_person", "outreach": true, "individual": true, "duration_minutes": 25,
-                    "summary": "Talked about how the week went and what is hard."}), d - 2).await?;
+                    "summary": "Talked about how the week went and what is hard."}),
+                        d - 2,
+                    )
+                    .await?;
             }
             if week % 6 == 0 {
-                loader.course(cw, course, "record_meeting", json!({"kind": "coordination",
+                loader
+                    .course(
+                        cw,
+                        course,
+                        "record_meeting",
+                        json!({"kind": "coordination",
                     "attendees": [cw.account_id, teacher.account_id, mentor.account_id, young], "other_attendees": [],
-                    "decisions": ["Keep hours as they are for now."]}), d - 1).await?;
+                    "decisions": ["Keep hours as they are for now."]}),
+                        d - 1,
+                    )
+                    .await?;
             }
             week -= 1;
         }
         let action_done = Uuid::now_v7();
-        loader.course(cw, course, "agree_action", json!({"action_id": action_done, "what": "Apply for a bus card",
+        loader
+            .course(
+                cw,
+                course,
+                "agree_action",
+                json!({"action_id": action_done, "what": "Apply for a bus card",
             "owner": cw.account_id, "due": date(now - Duration::days(20)), "method": "together at the citizen service",
-            "goal_id": goal_ids[1], "agreed_by": [young, cw.account_id]}), 30).await?;
+            "goal_id": goal_ids[1], "agreed_by": [young, cw.account_id]}),
+                30,
+            )
+            .await?;
         loader.course(cw, course, "complete_action", json!({"action_id": action_done, "note": null}), 21).await?;
-        loader.course(cw, course, "agree_action", json!({"action_id": Uuid::now_v7(), "what": "Visit the football club once",
+        loader
+            .course(
+                cw,
+                course,
+                "agree_action",
+                json!({"action_id": Uuid::now_v7(), "what": "Visit the football club once",
             "owner": teacher.account_id, "due": date(now + Duration::days(10 - (i as i64 % 3) * 12)), "method": null,
-            "goal_id": goal_ids[2], "agreed_by": [young, teacher.account_id]}), 25).await?;
+            "goal_id": goal_ids[2], "agreed_by": [young, teacher.account_id]}),
+                25,
+            )
+            .await?;
         loader.course(mentor, course, "log_contact", json!({"with": [young], "channel": "text", "direction": "from_young_person",
             "outreach": false, "individual": false, "duration_minutes": 2, "summary": "Sent a message: running 10 minutes late."}), 2).await?;
     }
@@ -224,24 +344,30 @@ async fn load(args: DemoArgs) -> Result<String, String> {
         loader.events,
         args.data_dir.display()
     );
-    out.push_str(&format!("every demo account's password: {DEMO_PASSWORD} (e.g. cw.hansen, mentor.kim, auditor.ane)\n"));
+    out.push_str(&format!(
+        "every demo account's password: {DEMO_PASSWORD} (e.g. cw.hansen, mentor.kim, auditor.ane)\n"
+    ));
     if let Some(p) = admin_password {
         out.push_str(&format!("created the account `admin` with password: {p}\n"));
     }
     Ok(out)
 }
 
-async fn create(auth: &Auth, admin: &crate::auth::Principal, username: &str, name: &str, role: Role) -> Result<AccountId, String> {
+async fn create(
+    auth: &Auth,
+    admin: &crate::auth::Principal,
+    username: &str,
+    name: &str,
+    role: Role,
+) -> Result<AccountId, String> {
     if let Some(existing) = auth.list_accounts().into_iter().find(|a| a.username == username) {
         return Ok(existing.account_id);
     }
     let v = auth
-        .create_account(admin, NewAccount {
-            username: username.into(),
-            display_name: name.into(),
-            role,
-            password: DEMO_PASSWORD.into(),
-        })
+        .create_account(
+            admin,
+            NewAccount { username: username.into(), display_name: name.into(), role, password: DEMO_PASSWORD.into() },
+        )
         .await
         .map_err(|e| format!("{username}: {e}"))?;
     Ok(v.account_id)

@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: IndexCommand,
     },
+    /// Maintain the projections (course status, contact frequency, actions, contact history).
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
     /// Benchmarks that print figures from a real run.
     Bench {
         #[command(subcommand)]
@@ -65,6 +70,18 @@ enum IndexCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Throw the projection store away and rebuild it from position 1, with a progress bar.
+    /// All projections share one store and checkpoint, so naming one rebuilds them all.
+    Rebuild {
+        #[arg(long, env = "VIVIRK_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// course_status, contact_frequency, actions or contact_history (default: all).
+        name: Option<String>,
+    },
+}
+
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -76,6 +93,10 @@ pub fn run() -> ExitCode {
         Command::Index { command: IndexCommand::Rebuild { data_dir } } => {
             init_tracing(false);
             rebuild_index(&data_dir)
+        }
+        Command::Projections { command: ProjectionsCommand::Rebuild { data_dir, name } } => {
+            init_tracing(false);
+            rebuild_projections(&data_dir, name.as_deref())
         }
         Command::Bench { command } => {
             init_tracing(false);
@@ -183,6 +204,60 @@ fn rebuild_index(data_dir: &std::path::Path) -> ExitCode {
                 "index rebuilt: {} events in {secs:.2}s ({:.0} events/s)",
                 report.index_caught_up,
                 report.index_caught_up as f64 / secs.max(1e-9)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            bar.abandon();
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn rebuild_projections(data_dir: &std::path::Path, name: Option<&str>) -> ExitCode {
+    use crate::projections::{NAMES, ProjectionConfig, Projections};
+    if let Some(n) = name
+        && !NAMES.contains(&n)
+    {
+        eprintln!("error: unknown projection {n:?}; one of {}", NAMES.join(", "));
+        return ExitCode::from(2);
+    }
+    if !data_dir.join("log").is_dir() {
+        eprintln!("error: {} holds no log", data_dir.display());
+        return ExitCode::from(2);
+    }
+    // Opening the log takes the data directory's lock, so a running server keeps its store.
+    let log = match EventLog::open(LogConfig::new(data_dir)) {
+        Ok((log, _)) => log,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let bar = indicatif::ProgressBar::new(log.committed());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut config = ProjectionConfig::new(data_dir);
+    let b = bar.clone();
+    config.progress = Some(std::sync::Arc::new(move |done, total| {
+        b.set_length(total);
+        b.set_position(done);
+    }));
+    let started = std::time::Instant::now();
+    match Projections::rebuild(log, std::sync::Arc::new(crate::clock::SystemClock), config) {
+        Ok((p, report)) => {
+            bar.finish();
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "projections rebuilt ({}): {} events, {} courses, {} skipped, in {secs:.2}s ({:.0} events/s)",
+                name.unwrap_or("all"),
+                report.caught_up,
+                p.course_ids().len(),
+                p.skipped(),
+                report.caught_up as f64 / secs.max(1e-9)
             );
             ExitCode::SUCCESS
         }

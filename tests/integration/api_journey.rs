@@ -84,6 +84,31 @@ fn the_journey() {
     assert_eq!((r.status, r.code()), (422, "idempotency_key_reused"));
     assert_eq!(app.head(), head + 1);
 
+    // The caseworker reads the contact history and the contact frequency.
+    let contact = json!({"with": [w.young.0], "channel": "phone", "direction": "to_young_person", "outreach": true,
+        "individual": true, "duration_minutes": 20, "summary": "weekly call"});
+    let r = app.post(&w.caseworker.1, &format!("/v1/courses/{}/contacts", w.course), &contact);
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let history = app.get(&w.caseworker.1, &format!("/v1/courses/{}/contacts?limit=50", w.course));
+    assert_eq!(history.status, 200, "{:?}", history.body);
+    let kinds: Vec<&str> =
+        history.body["items"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["contact", "check_in"], "newest first, one check-in despite the retry");
+    assert_eq!(history.body["items"][1]["wellbeing"], 4);
+    let etag = history.header("etag").expect("ETag on GET").to_owned();
+    let again = app.get_with(
+        &w.caseworker.1,
+        &format!("/v1/courses/{}/contacts?limit=50", w.course),
+        &[("if-none-match", &etag)],
+    );
+    assert_eq!(again.status, 304);
+    let freq = app.get(&w.caseworker.1, &format!("/v1/courses/{}/contact-frequency", w.course));
+    assert_eq!(freq.status, 200, "{:?}", freq.body);
+    let status = app.get(&w.caseworker.1, &format!("/v1/courses/{}", w.course));
+    assert_eq!(status.status, 200, "{:?}", status.body);
+    let mine = app.get(&w.mentor.1, "/v1/me/courses");
+    assert_eq!(mine.body.as_array().map(Vec::len), Some(1), "{:?}", mine.body);
+
     // Another course's mentor cannot see this course: 404, exactly as for no course at all.
     let outsider = app.account(&w.admin, "mentor.other", "mentor");
     let r = app.post(&outsider.1, &path, &check_in);
@@ -98,11 +123,11 @@ fn the_journey() {
     let events = app.get(&auditor.1, &format!("/v1/courses/{}/events", w.course));
     assert_eq!(events.status, 200);
     let types: Vec<&str> = events.body.as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["CourseOpened", "ParticipantAssigned", "PlacementStarted", "CheckInLogged"]);
+    assert_eq!(types, ["CourseOpened", "ParticipantAssigned", "PlacementStarted", "CheckInLogged", "ContactLogged"]);
     let v = app.get(&auditor.1, &format!("/v1/courses/{}/verify", w.course));
     assert_eq!(v.status, 200);
     assert_eq!(v.body["ok"], true, "{:?}", v.body);
-    assert_eq!(v.body["events"], 4);
+    assert_eq!(v.body["events"], 5);
     // Auditors read; they do not write.
     let r = app.post(&auditor.1, &path, &check_in);
     assert_eq!((r.status, r.code()), (403, "forbidden"));

@@ -1,0 +1,752 @@
+//! Projections: the read side. Caseworkers, mentors and auditors read these, never the log.
+//!
+//! # Design
+//!
+//! - **One fold, four views.** Every course projection — course status, contact frequency,
+//!   agreed actions, contact history — is rendered at read time from one per-course fold,
+//!   [`CourseView`] ([`course`]). The fold is a pure function of the course's events; the
+//!   engine, a rebuild and an as-of replay ([`fold_envelopes`]) all run it, so they cannot
+//!   diverge. Anything that depends on "today" (overdue, due soon, warnings) is computed when
+//!   read, against the injected clock ([`views`]), never baked in at apply time.
+//! - **In memory, persisted in chunks.** The engine keeps every course's view in memory for
+//!   fast reads and applies events as they are committed (either [`Projections::catch_up`],
+//!   or the task from [`Projections::spawn_follower`] that follows `log.subscribe()`). It
+//!   persists to sled at `data_dir/projections/` every [`ProjectionConfig::persist_every`]
+//!   events or [`ProjectionConfig::persist_interval`], whichever comes first: the views of the
+//!   courses changed since the last write *and the checkpoint* go in ONE `sled::Batch`, so sled
+//!   always holds the state after exactly the events up to its checkpoint. A crash loses only
+//!   what was applied in memory since then, which the next open re-applies from the log. No
+//!   event is applied twice or skipped.
+//! - **One shared checkpoint.** All four views live in the same per-course record and are
+//!   written in the same batch, so there is one checkpoint for all of them; `rebuild NAME`
+//!   therefore rebuilds the shared store.
+//! - **Derived, disposable.** A missing, unreadable or differently formatted store (or one
+//!   ahead of the log) is thrown away and rebuilt from position 1. sled is never flushed on
+//!   the request path; durability comes from the log.
+//! - **Bad events don't stop the engine.** An event that does not decode is logged at warn
+//!   level with its position and type (never its content), counted ([`Projections::skipped`])
+//!   and skipped, identically in the engine and in as-of replays.
+//! - **Cross-course indexes** (courses of an account, actions of an owner) are derived in
+//!   memory from the views on open and kept up to date per chunk; they are not persisted.
+
+pub mod bench;
+pub mod course;
+pub mod cph;
+pub mod views;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+pub use course::{CourseView, Recorded};
+pub use views::{
+    ActionItem, ActionState, ComplianceState, ContactFrequency, CourseStatus, Cursor, HistoryFilter, HistoryPage,
+    MyCourse,
+};
+
+use crate::clock::SharedClock;
+use crate::domain::{AccountId, Actor, CourseEvent, CourseId, EventMeta, Role};
+use crate::log::{Envelope, EventLog, StreamId};
+
+/// The names accepted by `vivirk projections rebuild [NAME]`.
+pub const NAMES: &[&str] = &["course_status", "contact_frequency", "actions", "contact_history"];
+
+/// Bumped when the persisted form of [`CourseView`] changes; a store in another format is rebuilt.
+const FORMAT: &[u8] = b"vivirk-projections-1";
+const KEY_FORMAT: &[u8] = b"m:format";
+const KEY_CHECKPOINT: &[u8] = b"m:checkpoint";
+const COURSE_PREFIX: u8 = b'c';
+/// Events decoded per step; decoding happens outside the state lock.
+const CHUNK: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("projection store: {0}")]
+    Store(#[from] sled::Error),
+    #[error("reading the log: {0}")]
+    Log(String),
+    #[error("encoding a view: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("projection store directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ProjectionConfig {
+    /// Where the sled store lives (normally `data_dir/projections`).
+    pub dir: PathBuf,
+    /// Persist after this many applied events …
+    pub persist_every: u64,
+    /// … or this long after the last persist, whichever comes first.
+    pub persist_interval: Duration,
+    /// Called during catch-up with (done, total) events.
+    pub progress: Option<Progress>,
+}
+
+impl ProjectionConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: data_dir.into().join("projections"),
+            persist_every: 250_000,
+            persist_interval: Duration::from_secs(1),
+            progress: None,
+        }
+    }
+}
+
+/// How `open` went.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// Courses loaded from the store.
+    pub loaded: usize,
+    pub checkpoint: u64,
+    /// Why the store was thrown away and rebuilt, if it was.
+    pub rebuilt: Option<String>,
+    /// Events applied while catching up.
+    pub caught_up: u64,
+}
+
+/// Where to cut a course's history for an as-of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// Every event recorded at or before this instant; "now" for overdue is this instant.
+    RecordedAt(OffsetDateTime),
+    /// Every event up to this stream version; "now" is when that version was recorded.
+    Version(u64),
+    /// The whole stream, read now.
+    Head,
+}
+
+/// A line of a caseworker's contact worklist.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContactWorkItem {
+    pub course_id: CourseId,
+    pub young_person: Option<AccountId>,
+    pub compliance: views::Compliance,
+}
+
+#[derive(Default)]
+struct State {
+    courses: HashMap<CourseId, CourseView>,
+    /// Courses where the account currently holds any role.
+    by_account: HashMap<AccountId, BTreeSet<CourseId>>,
+    /// Courses where the account owns any action.
+    by_owner: HashMap<AccountId, BTreeSet<CourseId>>,
+    /// What each course is indexed under now, to undo it when the course changes.
+    indexed: HashMap<CourseId, (Vec<AccountId>, Vec<AccountId>)>,
+    /// Last log position applied in memory.
+    applied: u64,
+    /// Courses changed since the last persist.
+    dirty: HashSet<CourseId>,
+}
+
+impl State {
+    fn reindex(&mut self, id: CourseId) {
+        let Some(view) = self.courses.get(&id) else { return };
+        let mut accounts: Vec<AccountId> = view.participants.iter().map(|p| p.account_id).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        let mut owners: Vec<AccountId> = view.actions.iter().map(|a| a.owner).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        let (old_accounts, old_owners) = self.indexed.remove(&id).unwrap_or_default();
+        if old_accounts != accounts {
+            for a in &old_accounts {
+                if let Some(set) = self.by_account.get_mut(a) {
+                    set.remove(&id);
+                }
+            }
+            for a in &accounts {
+                self.by_account.entry(*a).or_default().insert(id);
+            }
+        }
+        if old_owners != owners {
+            for a in &old_owners {
+                if let Some(set) = self.by_owner.get_mut(a) {
+                    set.remove(&id);
+                }
+            }
+            for a in &owners {
+                self.by_owner.entry(*a).or_default().insert(id);
+            }
+        }
+        self.indexed.insert(id, (accounts, owners));
+    }
+}
+
+struct Applier {
+    since_persist: u64,
+    last_persist: Instant,
+}
+
+struct Inner {
+    log: EventLog,
+    clock: SharedClock,
+    config: ProjectionConfig,
+    tree: sled::Tree,
+    // Kept so the store stays open as long as the projections.
+    _db: sled::Db,
+    state: RwLock<State>,
+    /// Serialises catch-up and persist: one applier at a time.
+    applier: Mutex<Applier>,
+    applied_tx: watch::Sender<u64>,
+    persisted: AtomicU64,
+    skipped: AtomicU64,
+}
+
+/// The projection engine; cheap to clone.
+#[derive(Clone)]
+pub struct Projections {
+    inner: Arc<Inner>,
+}
+
+/// Why an envelope was not folded into a course.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Not a course stream: nothing to do, not an error.
+    NotACourse,
+    /// A course event that does not decode, or an unknown actor role.
+    Bad,
+}
+
+/// Turns an envelope into a course id and a decoded event. Shared by the engine and as-of.
+pub fn decode_envelope(env: &Envelope) -> Result<(CourseId, Recorded, CourseEvent), Skip> {
+    if env.stream.category() != "course" {
+        return Err(Skip::NotACourse);
+    }
+    let course_id = CourseId(env.stream.entity_id().ok_or(Skip::Bad)?);
+    let role = Role::ALL.iter().copied().find(|r| r.as_str() == env.actor.role).ok_or(Skip::Bad)?;
+    let event = CourseEvent::decode(&env.event_type, env.schema_version, &env.data).map_err(|_| Skip::Bad)?;
+    let meta = EventMeta {
+        event_id: env.event_id,
+        stream_version: env.stream_version,
+        occurred_at: env.occurred_at,
+        recorded_at: env.recorded_at,
+        actor: Actor { account_id: AccountId(env.actor.account_id), role },
+    };
+    Ok((course_id, Recorded { position: env.position, meta }, event))
+}
+
+fn warn_bad(env: &Envelope) {
+    // Ids and codes only: the payload may hold personal data.
+    tracing::warn!(position = env.position, event_type = %env.event_type, version = env.schema_version,
+        "projections: skipping an event that does not decode");
+}
+
+/// Folds a course's envelopes (in stream order) up to `cut`. Pure; the engine applies the same
+/// `decode_envelope` + `CourseView::apply`. Returns the view, "now" for read-time rules
+/// (`None`: use the clock) and how many events were skipped as bad.
+pub fn fold_envelopes(course_id: CourseId, envs: &[Envelope], cut: AsOf) -> (CourseView, Option<OffsetDateTime>, u64) {
+    let mut view = CourseView::new(course_id);
+    let mut now = match cut {
+        AsOf::RecordedAt(t) => Some(t),
+        AsOf::Version(_) | AsOf::Head => None,
+    };
+    let mut skipped = 0;
+    for env in envs {
+        let included = match cut {
+            AsOf::RecordedAt(t) => env.recorded_at <= t,
+            AsOf::Version(v) => env.stream_version <= v,
+            AsOf::Head => true,
+        };
+        if !included {
+            continue;
+        }
+        if let AsOf::Version(_) = cut {
+            now = Some(env.recorded_at);
+        }
+        match decode_envelope(env) {
+            Ok((_, rec, event)) => view.apply(&rec, &event),
+            Err(Skip::NotACourse) => {}
+            Err(Skip::Bad) => skipped += 1,
+        }
+    }
+    (view, now, skipped)
+}
+
+fn course_key(id: CourseId) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = COURSE_PREFIX;
+    k[1..].copy_from_slice(id.0.as_bytes());
+    k
+}
+
+/// Loads the store; `Err(reason)` when it must be rebuilt.
+fn load(tree: &sled::Tree, log_head: u64) -> Result<(u64, HashMap<CourseId, CourseView>), String> {
+    let format = tree.get(KEY_FORMAT).map_err(|e| format!("unreadable: {e}"))?;
+    let checkpoint = tree.get(KEY_CHECKPOINT).map_err(|e| format!("unreadable: {e}"))?;
+    let (Some(format), Some(checkpoint)) = (format, checkpoint) else {
+        return if tree.is_empty() { Ok((0, HashMap::new())) } else { Err("no checkpoint".into()) };
+    };
+    if format.as_ref() != FORMAT {
+        return Err("written in another format".into());
+    }
+    let checkpoint = u64::from_be_bytes(checkpoint.as_ref().try_into().map_err(|_| "malformed checkpoint".to_owned())?);
+    if checkpoint > log_head {
+        return Err(format!("checkpoint {checkpoint} is ahead of the log head {log_head}"));
+    }
+    let mut courses = HashMap::new();
+    for kv in tree.scan_prefix([COURSE_PREFIX]) {
+        let (k, v) = kv.map_err(|e| format!("unreadable: {e}"))?;
+        let id = Uuid::from_slice(&k[1..]).map_err(|_| "malformed key".to_owned())?;
+        let view: CourseView = serde_json::from_slice(&v).map_err(|_| format!("undecodable view of course {id}"))?;
+        courses.insert(CourseId(id), view);
+    }
+    Ok((checkpoint, courses))
+}
+
+fn open_store(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), sled::Error> {
+    let db = sled::Config::new().path(dir).cache_capacity(256 << 20).open()?;
+    let tree = db.open_tree("views")?;
+    Ok((db, tree))
+}
+
+impl Projections {
+    /// Opens (or creates, or rebuilds) the store, loads it, and catches up with the log.
+    pub fn open(
+        log: EventLog,
+        clock: SharedClock,
+        config: ProjectionConfig,
+    ) -> Result<(Self, OpenReport), ProjectionError> {
+        let mut report = OpenReport::default();
+        std::fs::create_dir_all(&config.dir)?;
+        let (db, tree) = match open_store(&config.dir) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "projections: store does not open; rebuilding it");
+                report.rebuilt = Some(format!("store does not open: {e}"));
+                std::fs::remove_dir_all(&config.dir)?;
+                open_store(&config.dir)?
+            }
+        };
+        let (checkpoint, courses) = match load(&tree, log.committed()) {
+            Ok(loaded) => loaded,
+            Err(reason) => {
+                tracing::warn!(%reason, "projections: rebuilding the store from the log");
+                tree.clear()?;
+                report.rebuilt = Some(reason);
+                (0, HashMap::new())
+            }
+        };
+        if checkpoint == 0 {
+            // Mark the format now, so an empty store is recognisably ours.
+            let mut b = sled::Batch::default();
+            b.insert(KEY_FORMAT, FORMAT);
+            b.insert(KEY_CHECKPOINT, &0u64.to_be_bytes());
+            tree.apply_batch(b)?;
+        }
+        report.loaded = courses.len();
+        report.checkpoint = checkpoint;
+        let mut state = State { applied: checkpoint, ..State::default() };
+        let ids: Vec<CourseId> = courses.keys().copied().collect();
+        state.courses = courses;
+        for id in ids {
+            state.reindex(id);
+        }
+        let (applied_tx, _) = watch::channel(checkpoint);
+        let p = Projections {
+            inner: Arc::new(Inner {
+                log,
+                clock,
+                config,
+                tree,
+                _db: db,
+                state: RwLock::new(state),
+                applier: Mutex::new(Applier { since_persist: 0, last_persist: Instant::now() }),
+                applied_tx,
+                persisted: AtomicU64::new(checkpoint),
+                skipped: AtomicU64::new(0),
+            }),
+        };
+        // The backlog is persisted by count only: in a bulk catch-up nearly every course changes
+        // in every chunk, so a time-based persist would rewrite the whole store every second.
+        report.caught_up = p.catch_up_inner(u64::MAX, true, true)?;
+        Ok((p, report))
+    }
+
+    /// Throws the store away and rebuilds it from position 1 (`vivirk projections rebuild`).
+    pub fn rebuild(
+        log: EventLog,
+        clock: SharedClock,
+        config: ProjectionConfig,
+    ) -> Result<(Self, OpenReport), ProjectionError> {
+        if config.dir.exists() {
+            std::fs::remove_dir_all(&config.dir)?;
+        }
+        Self::open(log, clock, config)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.inner.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.inner.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        self.inner.clock.now()
+    }
+
+    /// Last log position applied (visible to reads).
+    pub fn applied(&self) -> u64 {
+        self.read().applied
+    }
+
+    /// Last log position persisted with the checkpoint.
+    pub fn checkpoint(&self) -> u64 {
+        self.inner.persisted.load(Ordering::Acquire)
+    }
+
+    /// Events skipped because they did not decode, since open.
+    pub fn skipped(&self) -> u64 {
+        self.inner.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Applies everything committed to the log so far; persists when a chunk is due. Blocking:
+    /// call from a blocking context (the follower uses `spawn_blocking`).
+    pub fn catch_up(&self) -> Result<u64, ProjectionError> {
+        self.catch_up_to(u64::MAX, false)
+    }
+
+    /// Applies up to `limit` events, persisting chunks as configured; with `force_persist`, also
+    /// persists what is left at the end. Returns how many events were applied.
+    pub fn catch_up_to(&self, limit: u64, force_persist: bool) -> Result<u64, ProjectionError> {
+        self.catch_up_inner(limit, force_persist, false)
+    }
+
+    fn catch_up_inner(&self, limit: u64, force_persist: bool, bulk: bool) -> Result<u64, ProjectionError> {
+        let mut applier = self.inner.applier.lock().unwrap_or_else(|p| p.into_inner());
+        let from = self.applied() + 1;
+        let head = self.inner.log.committed();
+        let until = head.min(from.saturating_add(limit).saturating_sub(1));
+        let total = until.saturating_add(1).saturating_sub(from);
+        let mut done = 0u64;
+        if total > 0 {
+            let mut it = self.inner.log.iter_from(from).map_err(|e| ProjectionError::Log(e.to_string()))?;
+            let mut chunk: Vec<(CourseId, Recorded, CourseEvent)> = Vec::with_capacity(CHUNK);
+            while done < total {
+                chunk.clear();
+                let mut last = 0;
+                let mut bad = 0;
+                for r in it.by_ref() {
+                    let env = r.map_err(|e| ProjectionError::Log(e.to_string()))?;
+                    last = env.position;
+                    match decode_envelope(&env) {
+                        Ok(x) => chunk.push(x),
+                        Err(Skip::NotACourse) => {}
+                        Err(Skip::Bad) => {
+                            warn_bad(&env);
+                            bad += 1;
+                        }
+                    }
+                    done += 1;
+                    if done >= total || chunk.len() >= CHUNK {
+                        break;
+                    }
+                }
+                if last == 0 {
+                    break;
+                }
+                self.inner.skipped.fetch_add(bad, Ordering::Relaxed);
+                self.apply_chunk(&chunk, last);
+                applier.since_persist += chunk.len() as u64 + bad;
+                if let Some(p) = &self.inner.config.progress {
+                    p(done, total);
+                }
+                // A bulk catch-up rewrites nearly every course per persist, so it persists 4×
+                // less often; a crash then redoes at most that much, from the checkpoint.
+                let every = if bulk {
+                    self.inner.config.persist_every.saturating_mul(4)
+                } else {
+                    self.inner.config.persist_every
+                };
+                if applier.since_persist >= every
+                    || (!bulk && applier.last_persist.elapsed() >= self.inner.config.persist_interval)
+                {
+                    self.persist(&mut applier)?;
+                }
+            }
+        }
+        let due =
+            !bulk && applier.since_persist > 0 && applier.last_persist.elapsed() >= self.inner.config.persist_interval;
+        if force_persist || due {
+            self.persist(&mut applier)?;
+        }
+        Ok(done)
+    }
+
+    fn apply_chunk(&self, chunk: &[(CourseId, Recorded, CourseEvent)], last: u64) {
+        let mut st = self.write();
+        let mut touched: HashSet<CourseId> = HashSet::new();
+        for (id, rec, event) in chunk {
+            st.courses.entry(*id).or_insert_with(|| CourseView::new(*id)).apply(rec, event);
+            touched.insert(*id);
+        }
+        for id in &touched {
+            st.reindex(*id);
+        }
+        st.dirty.extend(touched);
+        st.applied = last;
+        drop(st);
+        self.inner.applied_tx.send_replace(last);
+    }
+
+    /// Writes the changed views and the checkpoint in one batch.
+    fn persist(&self, applier: &mut Applier) -> Result<(), ProjectionError> {
+        // The applier lock is held, so nothing is applied between taking the dirty set and
+        // encoding: the batch is exactly the state at `applied`.
+        let dirty = std::mem::take(&mut self.write().dirty);
+        let st = self.read();
+        let mut batch = sled::Batch::default();
+        for id in &dirty {
+            if let Some(view) = st.courses.get(id) {
+                batch.insert(&course_key(*id), serde_json::to_vec(view)?);
+            }
+        }
+        let applied = st.applied;
+        drop(st);
+        batch.insert(KEY_CHECKPOINT, &applied.to_be_bytes());
+        if let Err(e) = self.inner.tree.apply_batch(batch) {
+            // Keep them dirty: the next persist writes them again.
+            self.write().dirty.extend(dirty);
+            return Err(e.into());
+        }
+        self.inner.persisted.store(applied, Ordering::Release);
+        applier.since_persist = 0;
+        applier.last_persist = Instant::now();
+        tracing::debug!(checkpoint = applied, courses = dirty.len(), "projections persisted");
+        Ok(())
+    }
+
+    /// Persists whatever is applied but not yet written (shutdown, tools).
+    pub fn persist_now(&self) -> Result<(), ProjectionError> {
+        let mut applier = self.inner.applier.lock().unwrap_or_else(|p| p.into_inner());
+        self.persist(&mut applier)
+    }
+
+    /// Waits until the projections have applied `position` (read-your-writes: an API handler
+    /// passes the position its append returned). Needs the follower or someone calling
+    /// `catch_up`.
+    pub async fn wait_for(&self, position: u64) {
+        let mut rx = self.inner.applied_tx.subscribe();
+        let _ = rx.wait_for(|p| *p >= position).await;
+    }
+
+    /// Follows the log: applies new commits as they come, and persists at least every
+    /// `persist_interval`. Runs until the log's watch channel closes.
+    pub fn spawn_follower(&self) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        let mut rx = self.inner.log.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { break },
+                    _ = tokio::time::sleep(me.inner.config.persist_interval) => {}
+                }
+                let p = me.clone();
+                match tokio::task::spawn_blocking(move || p.catch_up()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "projections: catch-up failed; retrying"),
+                    Err(e) => tracing::error!(error = %e, "projections: catch-up task failed"),
+                }
+            }
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // reads
+
+    /// A copy of a course's fold (tests, tools).
+    pub fn course_view(&self, id: CourseId) -> Option<CourseView> {
+        self.read().courses.get(&id).cloned()
+    }
+
+    pub fn course_ids(&self) -> Vec<CourseId> {
+        self.read().courses.keys().copied().collect()
+    }
+
+    pub fn course_status(&self, id: CourseId) -> Option<CourseStatus> {
+        let now = self.now();
+        self.read().courses.get(&id).map(|v| views::course_status(v, now))
+    }
+
+    pub fn contact_frequency(&self, id: CourseId) -> Option<ContactFrequency> {
+        let now = self.now();
+        self.read().courses.get(&id).map(|v| views::contact_frequency(v, now))
+    }
+
+    /// A course's actions: open and overdue first (by due date), then done and cancelled.
+    pub fn course_actions(&self, id: CourseId) -> Option<Vec<ActionItem>> {
+        let now = self.now();
+        self.read().courses.get(&id).map(|v| views::actions(v, now))
+    }
+
+    /// Every action an account owns, across courses, open and overdue first.
+    pub fn actions_of(&self, owner: AccountId) -> Vec<ActionItem> {
+        let now = self.now();
+        let today = cph::local_date(now);
+        let st = self.read();
+        let mut items: Vec<ActionItem> = st
+            .by_owner
+            .get(&owner)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| st.courses.get(id))
+            .flat_map(|v| {
+                v.actions.iter().filter(|a| a.owner == owner).map(|a| views::action_item(v.course_id, a, today))
+            })
+            .collect();
+        views::sort_actions(&mut items);
+        items
+    }
+
+    /// A page of a course's contact history, newest first (see [`Cursor`] for the order), with
+    /// each item's full payload read from the log. `Ok(None)`: no such course.
+    pub fn contact_history(
+        &self,
+        id: CourseId,
+        filter: &HistoryFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<HistoryPage>, ProjectionError> {
+        let after = match cursor {
+            Some(c) => Some(Cursor::decode(c).ok_or_else(|| ProjectionError::Log("malformed cursor".into()))?),
+            None => None,
+        };
+        let (mut items, next) = {
+            let st = self.read();
+            let Some(view) = st.courses.get(&id) else { return Ok(None) };
+            views::history_page(view, filter, after, limit.clamp(1, 500))
+        };
+        for item in &mut items {
+            item.detail = self.detail(item.source_event_id);
+        }
+        Ok(Some(HistoryPage { items, next_cursor: next.map(|c| c.encode()) }))
+    }
+
+    /// The effective payload of an observation: the event itself, or a correction's replacement.
+    fn detail(&self, event_id: Uuid) -> Option<CourseEvent> {
+        let env = match self.inner.log.read_event(event_id) {
+            Ok(Some(env)) => env,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(%event_id, error = %e, "projections: history detail unreadable");
+                return None;
+            }
+        };
+        match CourseEvent::decode(&env.event_type, env.schema_version, &env.data) {
+            Ok(CourseEvent::EventCorrected(c)) => Some(*c.replacement),
+            Ok(e) => Some(e),
+            Err(_) => {
+                warn_bad(&env);
+                None
+            }
+        }
+    }
+
+    /// Current participants of a course (account and role), for access control.
+    pub fn course_participants(&self, id: CourseId) -> Vec<(AccountId, Role)> {
+        self.read()
+            .courses
+            .get(&id)
+            .map(|v| v.participants.iter().map(|p| (p.account_id, p.role)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Courses where the account currently holds any role (a closed course keeps the people
+    /// who were on it when it closed).
+    pub fn courses_of(&self, account: AccountId) -> Vec<CourseId> {
+        self.read().by_account.get(&account).map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// Every open course as a summary, most urgent contact first (for auditors).
+    pub fn all_course_summaries(&self) -> Vec<MyCourse> {
+        let now = self.now();
+        let st = self.read();
+        let mut out: Vec<MyCourse> = st
+            .courses
+            .values()
+            .filter(|v| v.is_open())
+            .map(|v| views::my_course(v, AccountId(Uuid::nil()), now))
+            .collect();
+        out.sort_by(|a, b| {
+            (std::cmp::Reverse(a.contact), a.next_contact_due).cmp(&(std::cmp::Reverse(b.contact), b.next_contact_due))
+        });
+        out
+    }
+
+    /// The phone's home screen: the account's open courses, most urgent contact first.
+    pub fn my_courses(&self, account: AccountId) -> Vec<MyCourse> {
+        let now = self.now();
+        let st = self.read();
+        let mut out: Vec<MyCourse> = st
+            .by_account
+            .get(&account)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| st.courses.get(id))
+            .filter(|v| v.is_open())
+            .map(|v| views::my_course(v, account, now))
+            .collect();
+        out.sort_by(|a, b| {
+            (std::cmp::Reverse(a.contact), a.next_contact_due).cmp(&(std::cmp::Reverse(b.contact), b.next_contact_due))
+        });
+        out
+    }
+
+    /// A caseworker's open courses ordered by how overdue contact is (most overdue first).
+    pub fn contact_worklist(&self, caseworker: AccountId) -> Vec<ContactWorkItem> {
+        let today = cph::local_date(self.now());
+        let st = self.read();
+        let mut out: Vec<ContactWorkItem> = st
+            .by_account
+            .get(&caseworker)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| st.courses.get(id).map(|v| (*id, v)))
+            .filter(|(_, v)| {
+                v.is_open() && v.participants.iter().any(|p| p.account_id == caseworker && p.role == Role::Caseworker)
+            })
+            .map(|(id, v)| ContactWorkItem {
+                course_id: id,
+                young_person: v.young_person,
+                compliance: views::compliance(v, today),
+            })
+            .collect();
+        out.sort_by_key(|w| (w.compliance.urgency(), w.course_id));
+        out
+    }
+
+    /// The course status and contact frequency as they stood at `cut`, replayed from the
+    /// course's stream (not from the projection), with the same fold. `Ok(None)`: no events.
+    pub fn course_as_of(
+        &self,
+        id: CourseId,
+        cut: AsOf,
+    ) -> Result<Option<(CourseStatus, ContactFrequency)>, ProjectionError> {
+        let stream = StreamId::for_entity("course", id.0);
+        let envs = self
+            .inner
+            .log
+            .read_stream(&stream, 1, false, usize::MAX)
+            .map_err(|e| ProjectionError::Log(e.to_string()))?;
+        let (view, now, _) = fold_envelopes(id, &envs, cut);
+        if view.version == 0 {
+            return Ok(None);
+        }
+        let now = now.unwrap_or_else(|| self.now());
+        Ok(Some((views::course_status(&view, now), views::contact_frequency(&view, now))))
+    }
+}

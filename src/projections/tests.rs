@@ -1,0 +1,616 @@
+//! Scenario tests with hand-checked values, the rebuild/incremental/as-of property, and crash
+//! recovery of the checkpointed store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use time::macros::{date, datetime};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::views::*;
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::domain::course::*;
+use crate::domain::testing::{self as t, CW, MENTOR, TEACHER, YC, YP};
+use crate::domain::{Channel, CommandContext, CourseCommand, CourseState, Direction, decide};
+use crate::log::{Durability, ExpectedVersion, LogActor, LogConfig, Metadata, NewEvent};
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    log: EventLog,
+    clock: ManualClock,
+    state: CourseState,
+    ids: Vec<Uuid>,
+    course: CourseId,
+}
+
+fn open_log(dir: &Path, clock: &ManualClock) -> EventLog {
+    let mut c = LogConfig::new(dir);
+    c.clock = Arc::new(clock.clone());
+    c.durability = Durability::None;
+    EventLog::open(c).expect("open log").0
+}
+
+fn config(dir: &Path) -> ProjectionConfig {
+    ProjectionConfig::new(dir)
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let clock = ManualClock::new(t::T0);
+        let log = open_log(&dir, &clock);
+        Fixture { _tmp: tmp, dir, log, clock, state: CourseState::default(), ids: Vec::new(), course: t::COURSE }
+    }
+
+    /// Decides `cmd` by `actor` at `at` and appends what is accepted; `Err` when refused.
+    fn run(&mut self, actor: Actor, at: OffsetDateTime, cmd: CourseCommand) -> Result<u64, String> {
+        let now = at.max(self.clock.now());
+        self.clock.set(now);
+        let ctx = CommandContext { now, actor, occurred_at: at };
+        let events = decide(&self.state, &cmd, &ctx).map_err(|e| e.code().to_owned())?;
+        let mut new = Vec::new();
+        for e in &events {
+            let event_id = Uuid::new_v4();
+            let meta = EventMeta {
+                event_id,
+                stream_version: self.state.version + 1,
+                occurred_at: at,
+                recorded_at: now,
+                actor,
+            };
+            crate::domain::apply(&mut self.state, e, &meta);
+            self.ids.push(event_id);
+            new.push(NewEvent {
+                event_id,
+                event_type: e.event_type().into(),
+                schema_version: e.schema_version(),
+                occurred_at: at,
+                actor: LogActor { account_id: actor.account_id.0, role: actor.role.as_str().into() },
+                metadata: Metadata::default(),
+                data: e.to_data(),
+            });
+        }
+        let stream = StreamId::for_entity("course", self.course.0);
+        let r = self.log.append_blocking(&stream, ExpectedVersion::Any, new).map_err(|e| e.to_string())?;
+        Ok(r.last_position)
+    }
+
+    #[track_caller]
+    fn ok(&mut self, actor: Actor, at: OffsetDateTime, cmd: CourseCommand) -> u64 {
+        match self.run(actor, at, cmd) {
+            Ok(p) => p,
+            Err(e) => panic!("refused: {e}"),
+        }
+    }
+
+    fn staffed(&mut self) {
+        self.ok(t::caseworker(), t::T0, CourseCommand::OpenCourse(t::opened()));
+        for (who, role) in
+            [(YC, Role::YouthCoordinator), (TEACHER, Role::Teacher), (MENTOR, Role::Mentor), (t::NET, Role::Network)]
+        {
+            self.ok(t::caseworker(), t::T0, CourseCommand::AssignParticipant(t::assigned(who, role)));
+        }
+    }
+
+    fn projections(&self) -> Projections {
+        Projections::open(self.log.clone(), Arc::new(self.clock.clone()), config(&self.dir)).expect("open").0
+    }
+}
+
+fn contact(individual: bool, channel: Channel) -> CourseCommand {
+    CourseCommand::LogContact(ContactLogged { individual, channel, ..t::contact() })
+}
+
+fn at(s: OffsetDateTime) -> OffsetDateTime {
+    s
+}
+
+#[test]
+fn programme_requirement_paces_four_individual_conversations_in_six_months() {
+    let mut f = Fixture::new();
+    f.staffed();
+    // Start date 2025-06-01: window 2025-06-01 ..= 2025-11-30 (182 days); the k-th contact is
+    // due by start + k*182/4 days: 07-16, 08-31, 10-15, 11-30.
+    f.ok(t::caseworker(), datetime!(2025-06-10 08:00 UTC), contact(true, Channel::Phone));
+    f.ok(t::caseworker(), datetime!(2025-07-20 08:00 UTC), contact(true, Channel::InPerson));
+    f.ok(t::caseworker(), datetime!(2025-08-01 08:00 UTC), contact(false, Channel::Phone)); // not individual
+    f.ok(t::teacher(), datetime!(2025-08-05 08:00 UTC), contact(true, Channel::Phone)); // not the caseworker
+    let p = f.projections();
+    f.clock.set(datetime!(2025-09-02 10:00 UTC));
+    let fr = p.contact_frequency(f.course).unwrap();
+    let req = &fr.compliance.rules[0];
+    assert_eq!(req.description, "2 of 4 individual conversations with the caseworker in the first 6 months");
+    assert_eq!((req.counted, req.next_due, req.state), (2, Some(date!(2025 - 10 - 15)), ComplianceState::Ok));
+    assert_eq!(req.window_to, Some(date!(2025 - 11 - 30)));
+    assert_eq!(fr.compliance.state, ComplianceState::Ok);
+    // Gaps: 06-01 → 06-10 (9), → 07-20 (40), → 08-01 (12), → 08-05 (4), open to 09-02 (28).
+    assert_eq!(fr.total, 4);
+    assert_eq!(fr.last_contact, Some(date!(2025 - 08 - 05)));
+    assert_eq!(fr.days_since_last_contact, Some(28));
+    let gap = fr.longest_gap.unwrap();
+    assert_eq!((gap.from, gap.to, gap.days, gap.open), (date!(2025 - 06 - 10), date!(2025 - 07 - 20), 40, false));
+    assert_eq!(
+        fr.per_month.iter().map(|b| (b.key.as_str(), b.total)).collect::<Vec<_>>(),
+        [("2025-06", 1), ("2025-07", 1), ("2025-08", 2)]
+    );
+    assert_eq!(fr.per_month[2].by_role.get("teacher"), Some(&1));
+    assert_eq!(fr.per_week[0].key, "2025-W24");
+
+    f.clock.set(datetime!(2025-10-12 10:00 UTC));
+    assert_eq!(p.contact_frequency(f.course).unwrap().compliance.state, ComplianceState::DueSoon);
+    // 2025-10-15 23:59 local (CEST) is still the due day; a minute later it is overdue.
+    f.clock.set(datetime!(2025-10-15 21:59 UTC));
+    assert_eq!(p.contact_frequency(f.course).unwrap().compliance.state, ComplianceState::DueSoon);
+    f.clock.set(datetime!(2025-10-15 22:00 UTC));
+    let c = p.contact_frequency(f.course).unwrap().compliance;
+    assert_eq!((c.state, c.days_overdue), (ComplianceState::Overdue, 1));
+
+    // A contact at 23:30 local on the window's last day counts; 00:30 local the next day not.
+    f.ok(t::caseworker(), datetime!(2025-11-30 22:30 UTC), contact(true, Channel::Phone));
+    f.ok(t::caseworker(), datetime!(2025-11-30 23:30 UTC), contact(true, Channel::Phone));
+    p.catch_up().unwrap();
+    f.clock.set(datetime!(2025-12-02 10:00 UTC));
+    let c = p.contact_frequency(f.course).unwrap().compliance;
+    assert_eq!(c.rules[0].counted, 3);
+    assert!(!c.rules[0].in_force, "the window is over");
+    assert_eq!(c.state, ComplianceState::NotApplicable, "no plan agreed: nothing in force");
+}
+
+#[test]
+fn contact_plan_counts_contacts_by_its_participants_and_orders_the_worklist() {
+    let mut f = Fixture::new();
+    f.staffed();
+    f.ok(t::caseworker(), datetime!(2026-01-05 09:00 UTC), CourseCommand::AgreeContactPlan(t::contact_plan()));
+    // The mentor is not in the plan: does not count. The youth coordinator is.
+    f.ok(t::mentor(), datetime!(2026-01-10 09:00 UTC), contact(false, Channel::App));
+    f.ok(t::coordinator(), datetime!(2026-01-12 09:00 UTC), contact(false, Channel::Phone));
+    let p = f.projections();
+    f.clock.set(datetime!(2026-01-20 09:00 UTC));
+    let plan = p.contact_frequency(f.course).unwrap().compliance.rules.into_iter().find(|r| r.rule == "contact_plan");
+    let plan = plan.unwrap();
+    assert_eq!(
+        (plan.counted, plan.last_counted, plan.next_due),
+        (1, Some(date!(2026 - 01 - 12)), Some(date!(2026 - 01 - 26)))
+    );
+    assert_eq!(plan.state, ComplianceState::Ok);
+    // 27 January: one day overdue, and at the top of the caseworker's worklist.
+    f.clock.set(datetime!(2026-01-27 09:00 UTC));
+    let list = p.contact_worklist(CW);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].compliance.state, ComplianceState::Overdue);
+    assert_eq!(list[0].compliance.days_overdue, 1);
+    let mine = p.my_courses(YC);
+    assert_eq!((mine.len(), mine[0].contact, mine[0].phase), (1, ComplianceState::Overdue, Some(Phase::Intake)));
+    assert_eq!(p.courses_of(MENTOR), vec![f.course]);
+    assert!(p.course_participants(f.course).contains(&(TEACHER, Role::Teacher)));
+}
+
+#[test]
+fn overdue_actions_follow_copenhagen_midnight_across_dst() {
+    let mut f = Fixture::new();
+    f.staffed();
+    // Due on the day summer time ends (26 Oct 2025) and on the day it starts (29 Mar 2026).
+    let a1 = ActionAgreed { due: date!(2025 - 10 - 26), goal_id: None, ..t::action() };
+    f.ok(t::caseworker(), datetime!(2025-06-03 09:00 UTC), CourseCommand::AgreeAction(a1));
+    let a2 = ActionAgreed {
+        action_id: crate::domain::ActionId(t::id(0xA1)),
+        due: date!(2026 - 03 - 29),
+        goal_id: None,
+        ..t::action()
+    };
+    f.ok(t::caseworker(), datetime!(2025-06-03 09:01 UTC), CourseCommand::AgreeAction(a2));
+    let p = f.projections();
+    let state_at = |p: &Projections, clock: &ManualClock, now: OffsetDateTime, i: usize| {
+        clock.set(now);
+        let a = p.actions_of(TEACHER);
+        let item = &a.iter().find(|x| x.action.due == [date!(2025 - 10 - 26), date!(2026 - 03 - 29)][i]).unwrap();
+        (item.state, item.days_overdue)
+    };
+    // 26 Oct 23:59 CET = 22:59 UTC: still due today. 23:00 UTC is 00:00 on the 27th.
+    assert_eq!(state_at(&p, &f.clock, datetime!(2025-10-26 22:59 UTC), 0), (ActionState::Open, 0));
+    assert_eq!(state_at(&p, &f.clock, datetime!(2025-10-26 23:00 UTC), 0), (ActionState::Overdue, 1));
+    // 29 Mar 23:59 CEST = 21:59 UTC; 22:00 UTC is already the 30th in Copenhagen.
+    assert_eq!(state_at(&p, &f.clock, datetime!(2026-03-29 21:59 UTC), 1), (ActionState::Open, 0));
+    assert_eq!(state_at(&p, &f.clock, datetime!(2026-03-29 22:00 UTC), 1), (ActionState::Overdue, 1));
+    // Reschedule history and completion.
+    f.ok(
+        t::caseworker(),
+        datetime!(2026-03-30 08:00 UTC),
+        CourseCommand::RescheduleAction(ActionRescheduled {
+            action_id: crate::domain::ActionId(t::id(0xA1)),
+            due: date!(2026 - 04 - 10),
+            reason: t::l("Closed for Easter."),
+        }),
+    );
+    f.ok(
+        t::caseworker(),
+        datetime!(2026-03-30 08:01 UTC),
+        CourseCommand::CompleteAction(ActionCompleted { action_id: t::ACTION, note: None }),
+    );
+    p.catch_up().unwrap();
+    let items = p.course_actions(f.course).unwrap();
+    assert_eq!(items[0].state, ActionState::Open);
+    assert_eq!(items[0].action.reschedules.len(), 1);
+    assert_eq!(items[0].action.reschedules[0].from, date!(2026 - 03 - 29));
+    assert_eq!(items[1].state, ActionState::Done);
+    assert_eq!(items[1].action.agreed_by, vec![YP, TEACHER, CW]);
+}
+
+#[test]
+fn mentor_agreement_warnings() {
+    let mut f = Fixture::new();
+    f.staffed();
+    f.ok(t::caseworker(), datetime!(2025-06-03 09:00 UTC), CourseCommand::SetGoal(t::goal()));
+    f.ok(t::caseworker(), datetime!(2025-06-03 09:00 UTC), CourseCommand::StartPlacement(t::placement()));
+    f.ok(t::caseworker(), datetime!(2025-06-03 09:00 UTC), CourseCommand::MakeMentorAgreement(t::agreement()));
+    let p = f.projections();
+    // valid_to 2025-12-01.
+    f.clock.set(datetime!(2025-11-16 12:00 UTC));
+    assert!(p.course_status(f.course).unwrap().warnings.is_empty());
+    f.clock.set(datetime!(2025-11-17 12:00 UTC));
+    let w = p.course_status(f.course).unwrap().warnings;
+    assert!(matches!(w[..], [Warning::MentorAgreementEndingSoon { days_left: 14, .. }]), "{w:?}");
+    f.clock.set(datetime!(2025-12-02 12:00 UTC));
+    let s = p.course_status(f.course).unwrap();
+    assert!(matches!(s.warnings[..], [Warning::MentorAgreementExpired { days_ago: 1, .. }]), "{:?}", s.warnings);
+    assert!(s.active_placement.is_some());
+    assert_eq!(s.goals[&crate::domain::LifeDomain::WorkLife].len(), 1);
+    assert_eq!(s.role_history.iter().filter(|t| t.role == Role::Caseworker).count(), 1);
+}
+
+#[test]
+fn corrections_and_retractions_are_honoured_and_history_pages_are_stable() {
+    let mut f = Fixture::new();
+    f.staffed();
+    let base = datetime!(2025-06-05 08:00 UTC);
+    for i in 0..10 {
+        f.ok(t::caseworker(), base + Duration::days(i), contact(true, Channel::Phone));
+    }
+    let first = f.ids.len() - 10;
+    let corrected = f.ids[first + 2];
+    let retracted = f.ids[first + 5];
+    let replacement = ContactLogged { channel: Channel::Video, ..t::contact() };
+    f.ok(
+        t::caseworker(),
+        base + Duration::days(11),
+        CourseCommand::CorrectEvent(EventCorrected {
+            target_event_id: corrected,
+            reason: t::l("Was a video call."),
+            replacement: Box::new(replacement.clone().into()),
+        }),
+    );
+    f.ok(
+        t::caseworker(),
+        base + Duration::days(11),
+        CourseCommand::RetractEvent(EventRetracted { target_event_id: retracted, reason: t::l("Wrong course.") }),
+    );
+    let p = f.projections();
+    f.clock.set(base + Duration::days(12));
+    assert_eq!(p.contact_frequency(f.course).unwrap().total, 9);
+    let video = HistoryFilter { channel: Some(Channel::Video), ..HistoryFilter::default() };
+    let page = p.contact_history(f.course, &video, None, 50).unwrap().unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].event_id, corrected);
+    assert!(page.items[0].corrected);
+    assert_eq!(page.items[0].detail, Some(replacement.into()));
+
+    // Page through 3 at a time while a backdated and a new contact arrive.
+    let all = HistoryFilter { direction: Some(Direction::ToYoungPerson), ..HistoryFilter::default() };
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for round in 0.. {
+        let page = p.contact_history(f.course, &all, cursor.as_deref(), 3).unwrap().unwrap();
+        seen.extend(page.items.iter().map(|i| (i.occurred_at, i.position)));
+        if round == 0 {
+            f.ok(t::caseworker(), base - Duration::days(1) + Duration::hours(30), contact(true, Channel::Text)); // backdated
+            f.ok(t::caseworker(), base + Duration::days(12), contact(true, Channel::Text)); // newest
+            p.catch_up().unwrap();
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(seen, sorted, "newest first, no repeats");
+    assert_eq!(seen.len(), 10, "9 standing + the backdated one below the first page");
+    // The log still shows both the original and the correction.
+    assert!(f.log.read_event(corrected).unwrap().is_some());
+}
+
+#[test]
+fn a_bad_event_is_skipped_and_counted() {
+    let mut f = Fixture::new();
+    f.staffed();
+    let stream = StreamId::for_entity("course", f.course.0);
+    let bad = NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "ContactLogged".into(),
+        schema_version: 2,
+        occurred_at: t::T0,
+        actor: LogActor { account_id: CW.0, role: "caseworker".into() },
+        metadata: Metadata::default(),
+        data: br#"{"nonsense":true}"#.to_vec(),
+    };
+    f.log.append_blocking(&stream, ExpectedVersion::Any, vec![bad]).unwrap();
+    f.ok(t::caseworker(), datetime!(2025-06-05 08:00 UTC), contact(true, Channel::Phone));
+    let p = f.projections();
+    assert_eq!(p.skipped(), 1);
+    assert_eq!(p.applied(), f.log.committed());
+    assert_eq!(p.contact_frequency(f.course).unwrap().total, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// crash and corruption
+
+fn all_views(p: &Projections) -> Vec<(CourseId, CourseView)> {
+    let mut ids = p.course_ids();
+    ids.sort();
+    ids.into_iter().filter_map(|id| p.course_view(id).map(|v| (id, v))).collect()
+}
+
+fn fill(f: &mut Fixture, n: usize) {
+    f.staffed();
+    for i in 0..n {
+        let at = datetime!(2025-06-05 08:00 UTC) + Duration::hours(i as i64);
+        let cmd =
+            if i % 3 == 0 { contact(i % 2 == 0, Channel::Phone) } else { CourseCommand::RecordMeeting(t::meeting()) };
+        f.ok(t::caseworker(), at, cmd);
+    }
+}
+
+#[test]
+fn a_crash_between_persists_loses_nothing_and_applies_nothing_twice() {
+    let mut f = Fixture::new();
+    fill(&mut f, 300);
+    let head = f.log.committed();
+    {
+        let mut c = config(&f.dir);
+        c.persist_every = 50;
+        c.persist_interval = std::time::Duration::from_secs(3600);
+        let _ = std::fs::remove_dir_all(&c.dir);
+        // Open with an empty log view of the store: catch up only part, then "crash".
+        let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap();
+        assert_eq!(p.applied(), head);
+        drop(p);
+        std::fs::remove_dir_all(&c.dir).unwrap();
+        let p = open_partial(&f, c, 60);
+        // Applied in memory beyond the last persisted chunk, then dropped without persisting.
+        assert!(p.applied() > p.checkpoint(), "{} vs {}", p.applied(), p.checkpoint());
+        assert!(p.checkpoint() > 0);
+    }
+    let reopened = f.projections();
+    assert_eq!(reopened.applied(), head);
+    let rebuilt = Projections::rebuild(f.log.clone(), Arc::new(f.clock.clone()), config(&f.dir.join("r"))).unwrap().0;
+    assert_eq!(all_views(&reopened), all_views(&rebuilt));
+}
+
+/// Opens a store on a log prefix: catches up `n` events with chunked persists and returns
+/// without the final persist (what a kill mid catch-up leaves behind).
+fn open_partial(f: &Fixture, c: ProjectionConfig, n: u64) -> Projections {
+    // Open on an empty catch-up by limiting through catch_up_to on a fresh engine.
+    let tree_dir = c.dir.clone();
+    std::fs::create_dir_all(&tree_dir).unwrap();
+    let (db, tree) = open_store(&tree_dir).unwrap();
+    let (applied_tx, _) = watch::channel(0);
+    let p = Projections {
+        inner: Arc::new(Inner {
+            log: f.log.clone(),
+            clock: Arc::new(f.clock.clone()),
+            config: c,
+            tree,
+            _db: db,
+            state: RwLock::new(State::default()),
+            applier: Mutex::new(Applier { since_persist: 0, last_persist: Instant::now() }),
+            applied_tx,
+            persisted: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        }),
+    };
+    let mut b = sled::Batch::default();
+    b.insert(KEY_FORMAT, FORMAT);
+    b.insert(KEY_CHECKPOINT, &0u64.to_be_bytes());
+    p.inner.tree.apply_batch(b).unwrap();
+    p.catch_up_to(n, false).unwrap();
+    // Less than `persist_every` more: applied in memory only.
+    p.catch_up_to(40, false).unwrap();
+    p
+}
+
+#[test]
+fn a_corrupt_store_is_rebuilt() {
+    let mut f = Fixture::new();
+    fill(&mut f, 30);
+    let good = all_views(&f.projections());
+    {
+        let (db, tree) = open_store(&config(&f.dir).dir).unwrap();
+        tree.insert(course_key(f.course), &b"{not json"[..]).unwrap();
+        tree.flush().unwrap();
+        drop(db);
+    }
+    let (p, report) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), config(&f.dir)).unwrap();
+    assert!(report.rebuilt.is_some());
+    assert_eq!(all_views(&p), good);
+}
+
+// ---------------------------------------------------------------------------------------------
+// incremental = rebuild = as-of
+
+fn gen_cmd(k: u8, a: u8, day: i64, f: &Fixture) -> (Actor, CourseCommand) {
+    use crate::domain::{ActionId, AgreementId, GoalId, PlacementId};
+    let uid = |n: u8| t::id(0x100 + u128::from(n % 4));
+    let target = if f.ids.is_empty() { Uuid::nil() } else { f.ids[usize::from(a) % f.ids.len()] };
+    let due = t::T0.date() + Duration::days(day + 30);
+    match k % 20 {
+        0..=2 => (
+            t::caseworker(),
+            contact(a.is_multiple_of(2), [Channel::Phone, Channel::Video, Channel::App][usize::from(a % 3)]),
+        ),
+        3 => (
+            t::mentor(),
+            CourseCommand::LogCheckIn(CheckInLogged { placement_id: PlacementId(uid(a)), ..t::check_in() }),
+        ),
+        4 => (
+            t::teacher(),
+            CourseCommand::HoldGuidanceSession(GuidanceSessionHeld { goal_ids: vec![], ..t::guidance() }),
+        ),
+        5 => (t::caseworker(), CourseCommand::SetGoal(GoalSet { goal_id: GoalId(uid(a)), ..t::goal() })),
+        6 => (
+            t::caseworker(),
+            CourseCommand::SetSubGoal(SubGoalSet {
+                goal_id: GoalId(uid(a)),
+                parent_goal_id: GoalId(uid(a / 4)),
+                ..t::sub_goal()
+            }),
+        ),
+        7 => (
+            t::caseworker(),
+            CourseCommand::RecordGoalProgress(GoalProgressRecorded { goal_id: GoalId(uid(a)), ..t::progress() }),
+        ),
+        8 => (
+            t::caseworker(),
+            CourseCommand::AgreeAction(ActionAgreed { action_id: ActionId(uid(a)), due, goal_id: None, ..t::action() }),
+        ),
+        9 => (
+            t::caseworker(),
+            CourseCommand::CompleteAction(ActionCompleted { action_id: ActionId(uid(a)), note: None }),
+        ),
+        10 => (
+            t::caseworker(),
+            CourseCommand::RescheduleAction(ActionRescheduled {
+                action_id: ActionId(uid(a)),
+                due,
+                reason: t::l("later"),
+            }),
+        ),
+        11 => (
+            t::caseworker(),
+            CourseCommand::StartPlacement(PlacementStarted {
+                placement_id: PlacementId(uid(a)),
+                tasks: vec![],
+                ..t::placement()
+            }),
+        ),
+        12 => (
+            t::caseworker(),
+            CourseCommand::EndPlacement(PlacementEnded { placement_id: PlacementId(uid(a)), ..t::placement_ended() }),
+        ),
+        13 => (
+            t::caseworker(),
+            CourseCommand::MakeMentorAgreement(MentorAgreementMade {
+                agreement_id: AgreementId(uid(a)),
+                placement_id: PlacementId(uid(a / 4)),
+                goal_ids: vec![],
+                ..t::agreement()
+            }),
+        ),
+        14 => (
+            t::caseworker(),
+            CourseCommand::AgreeContactPlan(ContactPlanAgreed {
+                every_days: u16::from(a % 30) + 1,
+                ..t::contact_plan()
+            }),
+        ),
+        15 => (t::caseworker(), CourseCommand::RecordMeeting(t::meeting())),
+        16 => (
+            t::caseworker(),
+            CourseCommand::CorrectEvent(EventCorrected {
+                target_event_id: target,
+                reason: t::l("fix"),
+                replacement: Box::new(ContactLogged { duration_minutes: u16::from(a), ..t::contact() }.into()),
+            }),
+        ),
+        17 => (
+            t::caseworker(),
+            CourseCommand::RetractEvent(EventRetracted { target_event_id: target, reason: t::l("wrong") }),
+        ),
+        18 => {
+            let role = [Role::Teacher, Role::Network][usize::from(a % 2)];
+            let cmd = if f.state.is_assigned(TEACHER, role) {
+                CourseCommand::UnassignParticipant(ParticipantUnassigned {
+                    account_id: TEACHER,
+                    role: Role::Teacher,
+                    reason: None,
+                })
+            } else {
+                CourseCommand::AssignParticipant(t::assigned(TEACHER, Role::Teacher))
+            };
+            (t::caseworker(), cmd)
+        }
+        _ => (
+            t::caseworker(),
+            CourseCommand::RecordSupportNeed(SupportNeedRecorded {
+                area: SupportArea::Work,
+                life_domain: crate::domain::LifeDomain::WorkLife,
+                description: t::l("needs a plan"),
+            }),
+        ),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn incremental_equals_rebuild_equals_as_of(
+        cmds in proptest::collection::vec((any::<u8>(), any::<u8>(), 0i64..200), 0..60),
+        steps in proptest::collection::vec(1u64..40, 1..6),
+    ) {
+        let mut f = Fixture::new();
+        f.staffed();
+        let p = f.projections();
+        let mut s = steps.iter().cycle();
+        for (i, (k, a, day)) in cmds.iter().enumerate() {
+            let (actor, cmd) = gen_cmd(*k, *a, *day, &f);
+            let when = t::T0 + Duration::days(*day) + Duration::minutes(i as i64);
+            let _ = f.run(actor, when, cmd);
+            if i % 7 == 0 {
+                let n = *s.next().unwrap_or(&1);
+                p.catch_up_to(n, i % 2 == 0).unwrap();
+            }
+        }
+        p.catch_up().unwrap();
+        let now = datetime!(2026-01-01 12:00 UTC);
+        f.clock.set(now);
+        let incremental = p.course_view(f.course).unwrap();
+        let rebuilt = Projections::rebuild(f.log.clone(), Arc::new(f.clock.clone()), config(&f.dir.join("r"))).unwrap().0;
+        prop_assert_eq!(&rebuilt.course_view(f.course).unwrap(), &incremental);
+        // Reopened from the persisted store.
+        p.persist_now().unwrap();
+        drop(p);
+        let reopened = f.projections();
+        prop_assert_eq!(&reopened.course_view(f.course).unwrap(), &incremental);
+        // As-of at the head: same rendered views.
+        let (status, freq) = reopened.course_as_of(f.course, AsOf::Head).unwrap().unwrap();
+        prop_assert_eq!(&status, &views::course_status(&incremental, now));
+        prop_assert_eq!(&freq, &views::contact_frequency(&incremental, now));
+        let (status_t, _) = reopened.course_as_of(f.course, AsOf::RecordedAt(f.clock.now())).unwrap().unwrap();
+        prop_assert_eq!(&status_t, &status);
+        // The domain's own fold agrees on what both track.
+        prop_assert_eq!(incremental.version, f.state.version);
+        let mut a: Vec<_> = incremental.participants.iter().map(|p| (p.account_id, p.role)).collect();
+        let mut b: Vec<_> = f.state.participants.iter().map(|p| (p.account_id, p.role)).collect();
+        a.sort(); b.sort();
+        prop_assert_eq!(a, b);
+        prop_assert_eq!(incremental.active_placement, f.state.active_placement);
+    }
+}
+
+#[test]
+fn as_of_a_version_sees_the_course_as_it_was() {
+    let mut f = Fixture::new();
+    f.staffed();
+    let v = f.state.version;
+    f.ok(t::caseworker(), datetime!(2025-06-05 08:00 UTC), contact(true, Channel::Phone));
+    let p = f.projections();
+    let (status, freq) = p.course_as_of(f.course, AsOf::Version(v)).unwrap().unwrap();
+    assert_eq!((status.version, freq.total), (v, 0));
+    let _ = at(t::T0);
+}
