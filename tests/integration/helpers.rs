@@ -13,7 +13,11 @@ use vivirk::settings::Settings;
 pub struct TestApp {
     pub base: String,
     pub admin_password: String,
+    /// The server's clock: tests move it instead of sleeping.
+    #[allow(dead_code)]
     pub clock: ManualClock,
+    /// Kept so the data directory lives as long as the app.
+    #[allow(dead_code)]
     pub dir: tempfile::TempDir,
     agent: ureq::Agent,
     _stop: mpsc::Sender<()>,
