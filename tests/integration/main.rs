@@ -6,3 +6,4 @@ mod api_journey;
 mod endpoints;
 mod helpers;
 mod log_crash;
+mod reliability;

@@ -1,0 +1,375 @@
+//! The real `vivirk serve` binary as a child process: no personal data in its logs, SIGKILL in
+//! the middle of concurrent check-ins over HTTP, and hostile tokens.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+    admin_password: Option<String>,
+}
+
+/// Starts `vivirk serve` on port 0 and reads the address (and, on a first start, the admin
+/// password) from its stdout: no polling, no sleeps.
+fn start(dir: &Path, stderr_to: Option<&Path>) -> Server {
+    let stderr = match stderr_to {
+        Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+        None => Stdio::null(),
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vivirk"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("VIVIRK_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn vivirk serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut admin_password = None;
+    let base = loop {
+        let line = lines.next().expect("serve said nothing").unwrap();
+        if let Some(p) = line.strip_prefix("First start: created the account `admin` with password: ") {
+            admin_password = Some(p.trim().to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("vivirk listening on ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, base, admin_password }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Result<(u16, Value), String> {
+    let a = agent();
+    let url = format!("{base}{path}");
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let r = match (method, body) {
+        ("GET", _) => {
+            let mut req = a.get(&url);
+            if let Some(h) = &auth {
+                req = req.header("authorization", h);
+            }
+            req.call()
+        }
+        (_, b) => {
+            let mut req = a.post(&url).header("content-type", "application/json");
+            if let Some(h) = &auth {
+                req = req.header("authorization", h);
+            }
+            req.send(serde_json::to_vec(b.unwrap_or(&json!({}))).unwrap())
+        }
+    };
+    let mut r = r.map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+fn ok(base: &str, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Value {
+    let (s, v) = call(base, method, path, token, body).unwrap();
+    assert!((200..300).contains(&s), "{method} {path}: {s} {v:?}");
+    v
+}
+
+fn login(base: &str, user: &str, password: &str) -> String {
+    ok(base, "POST", "/v1/auth/token", None, Some(&json!({"username": user, "password": password})))["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+const PW: &str = "a long enough password";
+
+/// Accounts, a company, a course with a mentor on a placement; returns (caseworker token,
+/// mentor token, course id, placement id, young person id).
+fn setup(base: &str, admin_password: &str, names: [&str; 3]) -> (String, String, String, String, String) {
+    let admin = login(base, "admin", admin_password);
+    let mut ids = Vec::new();
+    for (user, role, name) in
+        [("cw1", "caseworker", names[0]), ("yp1", "young_person", names[1]), ("mentor1", "mentor", names[2])]
+    {
+        let v = ok(
+            base,
+            "POST",
+            "/v1/accounts",
+            Some(&admin),
+            Some(&json!({"username": user, "display_name": name, "role": role, "password": PW})),
+        );
+        ids.push(v["account_id"].as_str().unwrap().to_owned());
+    }
+    let cw = login(base, "cw1", PW);
+    let mentor = login(base, "mentor1", PW);
+    let company = ok(
+        base,
+        "POST",
+        "/v1/companies",
+        Some(&cw),
+        Some(&json!({"name": "Café Solsikke", "industry": "food", "kind": "social_economic", "cvr": null})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let course = ok(
+        base,
+        "POST",
+        "/v1/courses",
+        Some(&cw),
+        Some(&json!({"young_person": ids[1], "programme": "stu",
+        "referring_caseworker": ids[0], "municipality": "Viborg Kommune", "start_date": "2026-08-01"})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(
+        base,
+        "POST",
+        &format!("/v1/courses/{course}/participants"),
+        Some(&cw),
+        Some(&json!({"account_id": ids[2], "role": "mentor", "company_id": company, "relation": null})),
+    );
+    let placement = ok(base, "POST", &format!("/v1/courses/{course}/placements"), Some(&cw), Some(&json!({"kind": "practice_arena",
+        "company_id": company, "workplace": "social_economic", "mentor": ids[2], "hours_per_week": 10, "tasks": [], "start_date": "2026-08-01"})))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (cw, mentor, course, placement, ids[1].clone())
+}
+
+#[test]
+fn no_personal_data_in_the_server_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_file = tmp.path().join("stderr.log");
+    let mut server = start(&tmp.path().join("data"), Some(&log_file));
+    let base = server.base.clone();
+    let names = ["Quirinus Caseworkerson", "Zebulon Quartermaine", "Philippa Mentorsdottir"];
+    let secrets = [
+        "Frightened of the escalator at Magasin",
+        "Talked about Zebulon's grandmother's funeral",
+        "Quartermaine",
+        "Philippa",
+        "Quirinus",
+        "Café Solsikke",
+        "Viborg Kommune",
+    ];
+    let (cw, mentor, course, placement, yp) = setup(&base, server.admin_password.as_deref().unwrap(), names);
+    ok(
+        &base,
+        "POST",
+        &format!("/v1/courses/{course}/check-ins"),
+        Some(&mentor),
+        Some(&json!({"placement_id": placement,
+        "attendance": "present", "wellbeing": 2, "tasks_done": ["till"], "concerns": secrets[0], "next_step": null})),
+    );
+    ok(
+        &base,
+        "POST",
+        &format!("/v1/courses/{course}/contacts"),
+        Some(&cw),
+        Some(&json!({"with": [yp], "channel": "phone",
+        "direction": "to_young_person", "outreach": true, "individual": true, "duration_minutes": 30, "summary": secrets[1]})),
+    );
+    // Refusals too: an error path must not echo content into the log either.
+    let (s, _) = call(
+        &base,
+        "POST",
+        &format!("/v1/courses/{course}/check-ins"),
+        Some(&mentor),
+        Some(&json!({"placement_id": placement,
+        "attendance": "present", "wellbeing": 9, "tasks_done": [], "concerns": secrets[0], "next_step": null})),
+    )
+    .unwrap();
+    assert_eq!(s, 422);
+    let (s, _) = call(
+        &base,
+        "POST",
+        "/v1/auth/token",
+        None,
+        Some(&json!({"username": "cw1", "password": "Quartermaine wrong"})),
+    )
+    .unwrap();
+    assert_eq!(s, 401);
+    ok(&base, "GET", &format!("/v1/courses/{course}/contacts"), Some(&cw), None);
+    ok(&base, "GET", &format!("/v1/courses/{course}"), Some(&cw), None);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(log.lines().count() > 10, "the server logged at debug level:\n{log}");
+    assert!(log.contains(&yp), "ids are logged (the test would prove nothing otherwise)");
+    assert!(log.contains("handled"), "requests are logged");
+    for s in secrets.iter().chain([PW, &cw, &mentor].iter()) {
+        assert!(!log.contains(s), "the server log contains {s:?}");
+    }
+}
+
+#[test]
+fn sigkill_during_http_check_ins_loses_no_acknowledged_write() {
+    let cycles: usize = std::env::var("VIVIRK_HTTP_KILL_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    kill_loop(cycles);
+}
+
+/// The long mode: `cargo test --test integration -- --ignored http_kill_loop_long`.
+#[test]
+#[ignore]
+fn http_kill_loop_long() {
+    kill_loop(50);
+}
+
+fn kill_loop(cycles: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let first = start(&data, None);
+    let (cw, mentor, course, placement, _) =
+        setup(&first.base, first.admin_password.as_deref().unwrap(), ["a", "b", "c"]);
+    let mut server = first;
+    let acked: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut ready_ms = Vec::new();
+    let mut seed: u64 =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7)
+            | 1;
+    for cycle in 0..cycles {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let target = 5 + (seed % 60) as usize;
+        let before = acked.lock().unwrap().len();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for t in 0..4 {
+            let (base, mentor, course, placement, acked, stop) =
+                (server.base.clone(), mentor.clone(), course.clone(), placement.clone(), acked.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    let body = json!({"event_id": id, "placement_id": placement, "attendance": "present",
+                        "wellbeing": 1 + t % 5, "tasks_done": [], "concerns": null, "next_step": null});
+                    match call(&base, "POST", &format!("/v1/courses/{course}/check-ins"), Some(&mentor), Some(&body)) {
+                        Ok((201, _)) => acked.lock().unwrap().push(id),
+                        Ok((s, v)) => panic!("cycle {cycle}: unexpected {s} {v:?}"),
+                        Err(_) => return, // the server is gone
+                    }
+                }
+            }));
+        }
+        // Kill at a random moment: once `target` more writes were acknowledged.
+        while acked.lock().unwrap().len() < before + target && !threads.iter().all(|t| t.is_finished()) {
+            std::thread::yield_now();
+        }
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        let started = Instant::now();
+        server = start(&data, None);
+        let (s, _) = call(&server.base, "GET", "/readyz", None, None).unwrap();
+        assert_eq!(s, 200);
+        ready_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        // Every acknowledged check-in is in the record, and the course verifies.
+        let mut stored = std::collections::HashSet::new();
+        let mut from = 1;
+        loop {
+            let page = ok(
+                &server.base,
+                "GET",
+                &format!("/v1/courses/{course}/events?from_version={from}&limit=1000"),
+                Some(&cw),
+                None,
+            );
+            let items = page.as_array().unwrap();
+            if items.is_empty() {
+                break;
+            }
+            for e in items {
+                stored.insert(e["event_id"].as_str().unwrap().to_owned());
+                from = e["stream_version"].as_u64().unwrap() + 1;
+            }
+        }
+        for id in acked.lock().unwrap().iter() {
+            assert!(stored.contains(id), "cycle {cycle}: acknowledged check-in {id} is lost");
+        }
+        let v = ok(&server.base, "GET", &format!("/v1/courses/{course}/verify"), Some(&cw), None);
+        assert_eq!(v["ok"], true, "cycle {cycle}: {v:?}");
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    ready_ms.sort_by(f64::total_cmp);
+    println!(
+        "HTTP kill loop: {cycles} SIGKILLs, {} acknowledged check-ins all present; restart-to-ready median {:.0} ms, max {:.0} ms",
+        acked.lock().unwrap().len(),
+        ready_ms[ready_ms.len() / 2],
+        ready_ms[ready_ms.len() - 1]
+    );
+    assert!(acked.lock().unwrap().len() >= cycles * 5);
+}
+
+#[test]
+fn hostile_tokens_are_401_and_append_nothing() {
+    use base64::Engine;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = start(&tmp.path().join("data"), None);
+    let base = server.base.clone();
+    let (cw, mentor, course, placement, _) = setup(&base, server.admin_password.as_deref().unwrap(), ["a", "b", "c"]);
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    let parts: Vec<&str> = mentor.split('.').collect();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let mut admin_claims = claims.clone();
+    admin_claims["role"] = json!("admin");
+    let jwks = ok(&base, "GET", "/.well-known/jwks.json", None, None);
+    let public_x = jwks["keys"][0]["x"].as_str().unwrap().to_owned();
+    let hs256 = {
+        use sha2::Digest;
+        // HMAC-SHA256 with the public key as secret, by hand (RFC 2104), to forge the classic
+        // algorithm-confusion token.
+        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&public_x).unwrap();
+        let mut k = [0u8; 64];
+        k[..key.len()].copy_from_slice(&key);
+        let header = b64(&json!({"alg": "HS256", "typ": "JWT"}));
+        let msg = format!("{header}.{}", parts[1]);
+        let inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).chain(msg.bytes()).collect();
+        let inner = sha2::Sha256::digest(&inner);
+        let outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).chain(inner).collect();
+        format!("{msg}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&outer)))
+    };
+    let hostile = vec![
+        ("alg none", format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), parts[1])),
+        ("HS256 with the public key", hs256),
+        ("tampered payload", format!("{}.{}.{}", parts[0], b64(&admin_claims), parts[2])),
+        ("no signature", format!("{}.{}", parts[0], parts[1])),
+        ("garbage", "not.a.token".to_owned()),
+        ("oversized", format!("{}.{}.{}", parts[0], "A".repeat(20_000), parts[2])),
+        ("empty", String::new()),
+    ];
+    let body = json!({"placement_id": placement, "attendance": "present", "wellbeing": 3, "tasks_done": [], "concerns": null, "next_step": null});
+    let head_before =
+        ok(&base, "GET", &format!("/v1/courses/{course}/verify"), Some(&cw), None)["events"].as_u64().unwrap();
+    for (what, token) in &hostile {
+        let (s, v) = call(&base, "POST", &format!("/v1/courses/{course}/check-ins"), Some(token), Some(&body)).unwrap();
+        assert_eq!(s, 401, "{what}: {v:?}");
+        assert!(v["code"].as_str().is_some_and(|c| !c.is_empty()), "{what}: {v:?}");
+    }
+    let head_after =
+        ok(&base, "GET", &format!("/v1/courses/{course}/verify"), Some(&cw), None)["events"].as_u64().unwrap();
+    assert_eq!(head_before, head_after, "a hostile token appended something");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
