@@ -8,7 +8,7 @@ COURSES courses each with a mentor on a placement, then runs wrk:
 Prints wrk's figures (requests/s, latency p50/p99). Usage:
   benches/load.py [--binary target/release/vivirk] [--seconds 15] [--courses 256] [--durability fsync]
 """
-import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time, urllib.error, urllib.request
 
 def call(base, method, path, token=None, body=None):
     data = json.dumps(body).encode() if body is not None else None
@@ -16,8 +16,11 @@ def call(base, method, path, token=None, body=None):
     req.add_header("content-type", "application/json")
     if token:
         req.add_header("authorization", "Bearer " + token)
-    with urllib.request.urlopen(req) as r:
-        return json.loads(r.read() or b"null")
+    try:
+        with urllib.request.urlopen(req) as r:
+            return json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        sys.exit(f"{method} {path}: {e.code} {e.read().decode(errors='replace')}")
 
 def wrk(args, url, script, seconds, connections):
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
@@ -67,24 +70,24 @@ def main():
         admin = call(base, "POST", "/v1/auth/token", body={"username": "admin", "password": password})["access_token"]
         pw = "load-test-password-1"
         ids = {}
-        for name, role in [("cw", "caseworker"), ("yp", "young_person"), ("mentor", "mentor")]:
+        for name, role in [("cw1", "caseworker"), ("yp1", "young_person"), ("mentor1", "mentor")]:
             ids[name] = call(base, "POST", "/v1/accounts", admin,
                              {"username": name, "display_name": name, "role": role, "password": pw})["account_id"]
-        cw = call(base, "POST", "/v1/auth/token", body={"username": "cw", "password": pw})["access_token"]
-        mentor = call(base, "POST", "/v1/auth/token", body={"username": "mentor", "password": pw})["access_token"]
+        cw = call(base, "POST", "/v1/auth/token", body={"username": "cw1", "password": pw})["access_token"]
+        mentor = call(base, "POST", "/v1/auth/token", body={"username": "mentor1", "password": pw})["access_token"]
         company = call(base, "POST", "/v1/companies", cw, {"name": "Load A/S", "industry": "retail", "kind": "ordinary", "cvr": None})["id"]
         courses = []
         for i in range(a.courses):
-            c = call(base, "POST", "/v1/courses", cw, {"young_person": ids["yp"], "programme": "jobafklaringsforloeb",
-                     "referring_caseworker": ids["cw"], "municipality": "Aarhus", "start_date": "2026-09-01"})["id"]
-            call(base, "POST", f"/v1/courses/{c}/participants", cw, {"account_id": ids["mentor"], "role": "mentor", "company_id": company, "relation": None})
+            c = call(base, "POST", "/v1/courses", cw, {"young_person": ids["yp1"], "programme": "jobafklaringsforloeb",
+                     "referring_caseworker": ids["cw1"], "municipality": "Aarhus", "start_date": "2026-09-01"})["id"]
+            call(base, "POST", f"/v1/courses/{c}/participants", cw, {"account_id": ids["mentor1"], "role": "mentor", "company_id": company, "relation": None})
             p = call(base, "POST", f"/v1/courses/{c}/placements", cw, {"kind": "practice_arena", "company_id": company,
-                     "workplace": "ordinary", "mentor": ids["mentor"], "hours_per_week": 12, "tasks": [], "start_date": "2026-09-01"})["id"]
+                     "workplace": "ordinary", "mentor": ids["mentor1"], "hours_per_week": 12, "tasks": [], "start_date": "2026-09-01"})["id"]
             courses.append((c, p))
         # Seed history so the GET pages are full: 60 contacts per course on the first 32 courses.
         for c, _ in courses[:32]:
             for k in range(60):
-                call(base, "POST", f"/v1/courses/{c}/contacts", cw, {"with": [ids["yp"]], "channel": "phone",
+                call(base, "POST", f"/v1/courses/{c}/contacts", cw, {"with": [ids["yp1"]], "channel": "phone",
                      "direction": "to_young_person", "outreach": True, "individual": True, "duration_minutes": 15,
                      "summary": f"weekly call {k}"})
         tmp = tempfile.mkdtemp(prefix="vivirk-wrk-")

@@ -134,3 +134,31 @@ pub async fn company(state: web::Data<AppState>, caller: Caller, req: HttpReques
     let (version, company) = state.app.company(id).await?;
     super::etag_json(&req, &serde_json::json!({"company_id": id, "version": version, "company": company}))
 }
+
+/// Every registered company, with its mentors and relational-capacity assessments, for
+/// matching young people to companies.
+#[utoipa::path(
+    get, path = "/v1/companies", tag = "companies",
+    description = "Requires permission `read_companies`.",
+    responses(
+        (status = 200, description = "Companies", body = Vec<Object>),
+        (status = 403, description = "Your role may not read companies", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/v1/companies")]
+pub async fn list_companies(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    access::require(&caller.0, Permission::ReadCompanies)?;
+    let list: Vec<_> = state
+        .app
+        .companies()
+        .await?
+        .into_iter()
+        .map(|(id, version, state)| serde_json::json!({"company_id": id, "version": version, "company": state}))
+        .collect();
+    super::etag_json(&req, &list)
+}

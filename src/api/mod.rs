@@ -179,6 +179,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(companies::register_company)
         .service(companies::register_mentor)
         .service(companies::assess_relational_capacity)
+        .service(companies::list_companies)
         .service(companies::company)
         .service(reads::list_courses)
         .service(reads::course_status)

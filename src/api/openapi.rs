@@ -123,6 +123,7 @@ schemars_bridge!(
         super::companies::register_company,
         super::companies::register_mentor,
         super::companies::assess_relational_capacity,
+        super::companies::list_companies,
         super::companies::company,
         super::reads::list_courses,
         super::reads::course_status,

@@ -311,6 +311,18 @@ impl Vivirk {
         self.append(&stream, slot.version, new_events).await
     }
 
+    /// Every registered company with its state.
+    pub async fn companies(&self) -> Result<Vec<(CompanyId, u64, CompanyState)>, AppError> {
+        let mut out = Vec::new();
+        for s in self.log.entity_streams("company") {
+            if let Some(id) = s.entity_id() {
+                let (v, state) = self.company(CompanyId(id)).await?;
+                out.push((CompanyId(id), v, state));
+            }
+        }
+        Ok(out)
+    }
+
     /// The company's state, for anyone signed in (companies are not personal data).
     pub async fn company(&self, id: CompanyId) -> Result<(u64, CompanyState), AppError> {
         let slot = self.companies.slot(id);

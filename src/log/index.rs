@@ -197,6 +197,16 @@ impl Index {
         Some(Loc { position, offset: *m.offsets.get(position.checked_sub(1)? as usize)? })
     }
 
+    /// Index keys of the streams that have events and whose key starts with `prefix`.
+    pub fn stream_keys_with_prefix(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        self.read()
+            .streams
+            .iter()
+            .filter(|(k, s)| k.starts_with(prefix) && !s.positions.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Locations of versions `from..=to` of a stream, in the order asked.
     pub fn stream_range(&self, stream_key: &[u8], from: u64, to: u64, backward: bool, limit: usize) -> Vec<(u64, Loc)> {
         let m = self.read();

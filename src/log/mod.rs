@@ -457,6 +457,21 @@ impl EventLog {
         Ok(self.inner.index.head(&stream.index_key()))
     }
 
+    /// Every stream of an entity category (`company`, `course`, …) that has events.
+    pub fn entity_streams(&self, category: &str) -> Vec<StreamId> {
+        let mut prefix = category.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out: Vec<StreamId> = self
+            .inner
+            .index
+            .stream_keys_with_prefix(&prefix)
+            .iter()
+            .filter_map(|k| StreamId::from_index_key(k))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The event with this id, if stored.
     pub fn read_event(&self, event_id: Uuid) -> Result<Option<Envelope>, ReadError> {
         match self.inner.index.event(event_id) {

@@ -76,6 +76,19 @@ impl StreamId {
     }
 }
 
+impl StreamId {
+    /// The inverse of [`StreamId::index_key`].
+    pub fn from_index_key(key: &[u8]) -> Option<Self> {
+        if let Some(i) = key.iter().position(|b| *b == 0) {
+            let category = std::str::from_utf8(&key[..i]).ok()?;
+            let id = Uuid::from_slice(key.get(i + 1..)?).ok()?;
+            return Some(StreamId::for_entity(category, id));
+        }
+        let name = std::str::from_utf8(key.strip_suffix(&[1])?).ok()?;
+        StreamId::parse(name).ok()
+    }
+}
+
 impl std::fmt::Display for StreamId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -109,5 +122,8 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(a, c);
         assert_ne!(b, c);
+        for k in [&a, &b, &c] {
+            assert_eq!(StreamId::from_index_key(k).unwrap().index_key(), *k);
+        }
     }
 }

@@ -106,6 +106,29 @@ fn the_journey() {
     assert_eq!(freq.status, 200, "{:?}", freq.body);
     let status = app.get(&w.caseworker.1, &format!("/v1/courses/{}", w.course));
     assert_eq!(status.status, 200, "{:?}", status.body);
+    let companies = app.get(&w.caseworker.1, "/v1/companies");
+    assert_eq!(companies.body.as_array().map(Vec::len), Some(1), "{:?}", companies.body);
+    assert_eq!(companies.body[0]["company_id"], json!(w.company));
+    // Optimistic concurrency: a write with a stale If-Match is refused and appends nothing.
+    let before = app.head();
+    let r = app.post_with(
+        &w.caseworker.1,
+        &format!("/v1/courses/{}/contacts", w.course),
+        &contact,
+        &[("if-match", "\"1\"")],
+    );
+    assert_eq!((r.status, r.code()), (412, "precondition_failed"), "{:?}", r.body);
+    assert!(r.body["current_version"].as_u64().unwrap() > 1);
+    assert_eq!(app.head(), before);
+    let current = r.body["current_version"].as_u64().unwrap().to_string();
+    let r = app.post_with(
+        &w.caseworker.1,
+        &format!("/v1/courses/{}/contacts", w.course),
+        &contact,
+        &[("if-match", &format!("\"{current}\""))],
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.header("etag"), Some(format!("\"{}\"", current.parse::<u64>().unwrap() + 1).as_str()));
     let mine = app.get(&w.mentor.1, "/v1/me/courses");
     assert_eq!(mine.body.as_array().map(Vec::len), Some(1), "{:?}", mine.body);
 
@@ -123,11 +146,14 @@ fn the_journey() {
     let events = app.get(&auditor.1, &format!("/v1/courses/{}/events", w.course));
     assert_eq!(events.status, 200);
     let types: Vec<&str> = events.body.as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["CourseOpened", "ParticipantAssigned", "PlacementStarted", "CheckInLogged", "ContactLogged"]);
+    assert_eq!(
+        types,
+        ["CourseOpened", "ParticipantAssigned", "PlacementStarted", "CheckInLogged", "ContactLogged", "ContactLogged"]
+    );
     let v = app.get(&auditor.1, &format!("/v1/courses/{}/verify", w.course));
     assert_eq!(v.status, 200);
     assert_eq!(v.body["ok"], true, "{:?}", v.body);
-    assert_eq!(v.body["events"], 5);
+    assert_eq!(v.body["events"], 6);
     // Auditors read; they do not write.
     let r = app.post(&auditor.1, &path, &check_in);
     assert_eq!((r.status, r.code()), (403, "forbidden"));
