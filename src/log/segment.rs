@@ -57,13 +57,21 @@ pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 pub fn create(dir: &Path, first_position: u64, prealloc: u64) -> std::io::Result<Segment> {
     let path = dir.join(segment_name(first_position));
     let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
-    let mut header = [0u8; HEADER_LEN as usize];
-    header[..8].copy_from_slice(MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    file.write_all_at(&header, 0)?;
-    preallocate(&file, prealloc)?;
-    file.sync_all()?;
-    sync_dir(dir)?;
+    let made = (|| {
+        let mut header = [0u8; HEADER_LEN as usize];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        file.write_all_at(&header, 0)?;
+        preallocate(&file, prealloc)?;
+        file.sync_all()?;
+        sync_dir(dir)
+    })();
+    if let Err(e) = made {
+        // Disk full or read-only: leave nothing behind, so the next roll can try again cleanly.
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     Ok(Segment { first_position, path, file })
 }
 
@@ -394,7 +402,7 @@ pub const SPARE_NAME: &str = "next.seg.tmp";
 pub struct SparePrep {
     dir: PathBuf,
     ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    requested: bool,
+    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
     tx: Option<std::sync::mpsc::SyncSender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -407,28 +415,40 @@ impl SparePrep {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
+        use std::sync::atomic::Ordering::{Acquire, Release};
         let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let r = ready.clone();
+        let (r, b) = (ready.clone(), busy.clone());
         let handle = std::thread::Builder::new().name("vivirk-segment-prep".into()).spawn(move || {
             while rx.recv().is_ok() {
+                if r.load(Acquire) {
+                    continue;
+                }
+                b.store(true, Release);
                 match make_spare(&spare, size) {
-                    Ok(()) => r.store(true, std::sync::atomic::Ordering::Release),
+                    Ok(()) => r.store(true, Release),
                     Err(e) => {
-                        tracing::warn!(error = %e, "could not prepare the next segment; rolls will use fallocate")
+                        // A half-written spare would only hold disk space: remove it.
+                        let _ = std::fs::remove_file(&spare);
+                        tracing::warn!(error = %e, "could not prepare the next segment; rolls will use fallocate");
                     }
                 }
+                b.store(false, Release);
             }
         })?;
-        Ok(SparePrep { dir: dir.to_owned(), ready, requested: false, tx: Some(tx), handle: Some(handle) })
+        Ok(SparePrep { dir: dir.to_owned(), ready, busy, tx: Some(tx), handle: Some(handle) })
     }
 
-    /// Asks for a spare once per segment.
+    /// Asks for a spare unless one is ready or being made (cheap; called after each commit past
+    /// the middle of a segment).
     pub fn request(&mut self) {
-        if !self.requested
+        use std::sync::atomic::Ordering::Acquire;
+        if !self.ready.load(Acquire)
+            && !self.busy.load(Acquire)
             && let Some(tx) = &self.tx
         {
-            self.requested = tx.try_send(()).is_ok();
+            let _ = tx.try_send(());
         }
     }
 
@@ -437,7 +457,6 @@ impl SparePrep {
         if !self.ready.swap(false, std::sync::atomic::Ordering::AcqRel) {
             return Ok(None);
         }
-        self.requested = false;
         let path = self.dir.join(segment_name(first_position));
         std::fs::rename(self.dir.join(SPARE_NAME), &path)?;
         sync_dir(&self.dir)?;

@@ -19,6 +19,10 @@ struct Server {
 /// Starts `vivirk serve` on port 0 and reads the address (and, on a first start, the admin
 /// password) from its stdout: no polling, no sleeps.
 fn start(dir: &Path, stderr_to: Option<&Path>) -> Server {
+    start_with(dir, stderr_to, &[])
+}
+
+fn start_with(dir: &Path, stderr_to: Option<&Path>, extra: &[&str]) -> Server {
     let stderr = match stderr_to {
         Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
         None => Stdio::null(),
@@ -26,6 +30,7 @@ fn start(dir: &Path, stderr_to: Option<&Path>) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vivirk"))
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .args(extra)
         .env("VIVIRK_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -372,4 +377,130 @@ fn hostile_tokens_are_401_and_append_nothing() {
     assert_eq!(head_before, head_after, "a hostile token appended something");
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+}
+
+/// A small tmpfs for the data directory; `None` where mounting is not allowed (not root).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .ok()?
+            .success();
+        ok.then(|| Tmpfs(path.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_gives_503_keeps_reads_and_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(&tmp.path().join("fs"), "24m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    let data = fs.0.join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vivirk"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--segment-size", "262144", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut password = None;
+    let base = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(p) = line.strip_prefix("First start: created the account `admin` with password: ") {
+            password = Some(p.trim().to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("vivirk listening on ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let (cw, mentor, course, placement, _) = setup(&base, password.as_deref().unwrap(), ["a", "b", "c"]);
+    // Fill the file system, leaving a little room.
+    let filler = fs.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let len = std::fs::metadata(&filler).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&filler).unwrap().set_len(len.saturating_sub(128 * 1024)).unwrap();
+    let body = |id: &str| {
+        json!({"event_id": id, "placement_id": placement, "attendance": "present", "wellbeing": 3,
+        "tasks_done": ["a task with a little text to take up some room"], "concerns": null, "next_step": null})
+    };
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for _ in 0..20_000 {
+        let id = uuid::Uuid::new_v4().to_string();
+        let (s, v) =
+            call(&base, "POST", &format!("/v1/courses/{course}/check-ins"), Some(&mentor), Some(&body(&id))).unwrap();
+        match s {
+            201 => acked.push(id),
+            503 => {
+                refused = Some(v);
+                break;
+            }
+            other => panic!("unexpected {other}: {v:?}"),
+        }
+    }
+    let refused = refused.expect("the disk filled up, but writes never failed");
+    assert_eq!(refused["code"], "storage_unavailable", "{refused:?}");
+    // Reads keep working.
+    let history = ok(&base, "GET", &format!("/v1/courses/{course}/contacts?limit=5"), Some(&cw), None);
+    assert!(history["items"].as_array().is_some_and(|i| !i.is_empty()));
+    // Space returns: writes resume.
+    std::fs::remove_file(&filler).unwrap();
+    let id = uuid::Uuid::new_v4().to_string();
+    let (s, v) =
+        call(&base, "POST", &format!("/v1/courses/{course}/check-ins"), Some(&mentor), Some(&body(&id))).unwrap();
+    assert_eq!(s, 201, "after space returned: {v:?}");
+    acked.push(id);
+    let v = ok(&base, "GET", &format!("/v1/courses/{course}/verify"), Some(&cw), None);
+    assert_eq!(v["ok"], true, "{v:?}");
+    // Nothing acknowledged was lost, and nothing is corrupt after a restart.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut restarted = start_with(&data, None, &["--segment-size", "262144"]);
+    let mut stored = std::collections::HashSet::new();
+    let mut from = 1;
+    loop {
+        let page = ok(
+            &restarted.base,
+            "GET",
+            &format!("/v1/courses/{course}/events?from_version={from}&limit=1000"),
+            Some(&cw),
+            None,
+        );
+        let items = page.as_array().unwrap().clone();
+        if items.is_empty() {
+            break;
+        }
+        for e in &items {
+            stored.insert(e["event_id"].as_str().unwrap().to_owned());
+            from = e["stream_version"].as_u64().unwrap() + 1;
+        }
+    }
+    assert!(acked.iter().all(|id| stored.contains(id)), "an acknowledged check-in was lost");
+    println!(
+        "disk full: {} check-ins acknowledged before the 503, all present after recovery and restart",
+        acked.len() - 1
+    );
+    restarted.child.kill().unwrap();
+    restarted.child.wait().unwrap();
 }
