@@ -3,5 +3,6 @@
 
 mod access_matrix;
 mod api_journey;
+mod audit;
 mod helpers;
 mod log_crash;
