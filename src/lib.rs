@@ -4,10 +4,12 @@
 //! - [`clock`]: injected time.
 //! - [`log`]: the append-only segment log (the truth) and its sled index (derived).
 //! - [`domain`]: typed, versioned events and pure decisions; knows nothing of storage or HTTP.
+//! - [`audit`]: signed checkpoints, exports and their offline verification, the access log.
 //! - [`api`]: the HTTP API; [`settings`], [`serve`] and [`cli`] wire it to the command line.
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;

@@ -28,6 +28,12 @@ pub struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "VIVIRK_LOG_JSON")]
     pub log_json: Option<bool>,
+    /// Sign a checkpoint of the log's head this often (seconds), when it moved (default 60).
+    #[arg(long, env = "VIVIRK_CHECKPOINT_INTERVAL_SECS")]
+    pub checkpoint_interval_secs: Option<u64>,
+    /// Keep access-log entries this many days, then delete them (default 183).
+    #[arg(long, env = "VIVIRK_ACCESS_LOG_RETENTION_DAYS")]
+    pub access_log_retention_days: Option<u32>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -36,6 +42,9 @@ struct FileSettings {
     /// Token issuer, audience and lifetimes, rate limits, external identity providers.
     #[serde(default)]
     auth: Option<crate::auth::AuthConfig>,
+    /// Checkpoint interval, access-log retention and group commit.
+    #[serde(default)]
+    audit: Option<crate::audit::AuditConfig>,
     data_dir: Option<PathBuf>,
     bind: Option<SocketAddr>,
     durability: Option<Durability>,
@@ -52,6 +61,7 @@ pub struct Settings {
     pub segment_size: u64,
     pub log_json: bool,
     pub auth: crate::auth::AuthConfig,
+    pub audit: crate::audit::AuditConfig,
 }
 
 impl Settings {
@@ -63,6 +73,7 @@ impl Settings {
             segment_size: 64 << 20,
             log_json: false,
             auth: crate::auth::AuthConfig::default(),
+            audit: crate::audit::AuditConfig::default(),
         }
     }
 
@@ -79,6 +90,14 @@ impl Settings {
         if !(4096..=(1 << 30)).contains(&segment_size) {
             return Err("segment_size must be between 4 KiB and 1 GiB".into());
         }
+        let mut audit = file.audit.unwrap_or_default();
+        if let Some(s) = args.checkpoint_interval_secs {
+            audit.checkpoint_interval_secs = s;
+        }
+        if let Some(d) = args.access_log_retention_days {
+            audit.access_log_retention_days = d;
+        }
+        audit.validate()?;
         Ok(Settings {
             data_dir: args.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             bind: args.bind.or(file.bind).unwrap_or(d.bind),
@@ -86,6 +105,7 @@ impl Settings {
             segment_size,
             log_json: args.log_json.or(file.log_json).unwrap_or(false),
             auth: file.auth.unwrap_or_default(),
+            audit,
         })
     }
 }

@@ -240,6 +240,7 @@ pub async fn course_events(
     let course = CourseId(path_id(&req, "id")?);
     state.app.check_course_visible(&caller.0, course).await?;
     access::require(&caller.0, Permission::ReadRecord)?;
+    let use_ = super::audit::Use::begin(&req, crate::audit::AccessKind::Read, false)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let events = state
         .app
@@ -247,6 +248,7 @@ pub async fn course_events(
         .read_stream(&crate::app::course_stream(course), q.from_version.unwrap_or(1), false, limit)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let items: Vec<_> = events.iter().map(|e| e.to_json()).collect();
+    use_.record(&state, &caller, &req, Some(course)).await;
     etag_json(&req, &items)
 }
 
@@ -284,6 +286,7 @@ pub async fn verify_course(
     let course = CourseId(path_id(&req, "id")?);
     state.app.check_course_visible(&caller.0, course).await?;
     access::require(&caller.0, Permission::ReadRecord)?;
+    let use_ = super::audit::Use::begin(&req, crate::audit::AccessKind::Read, false)?;
     let stream = crate::app::course_stream(course);
     let mut v = Verifier::streams_only();
     let mut from = 1;
@@ -310,5 +313,6 @@ pub async fn verify_course(
         first_bad_version: failure.as_ref().map(|f| f.stream_version),
         reason: failure.map(|f| f.reason),
     };
+    use_.record(&state, &caller, &req, Some(course)).await;
     Ok(HttpResponse::Ok().json(r))
 }

@@ -2,6 +2,7 @@
 //! at the edge (`extract`); errors mapped to RFC 9457 problems in one place (`problem`).
 
 mod accounts;
+mod audit;
 mod companies;
 mod courses;
 mod extract;
@@ -21,6 +22,7 @@ use actix_web::middleware::{Compress, ErrorHandlerResponse, ErrorHandlers, Next,
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use sha2::{Digest, Sha256};
 
+pub use audit::MAX_PURPOSE;
 pub use problem::{API_ERROR_CODES, ApiError, Problem};
 
 use crate::app::Vivirk;
@@ -40,6 +42,10 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub idem: idempotency::IdempotencyStore,
     pub metrics: system::Metrics,
+    /// Signs and keeps checkpoints of the global hash chain.
+    pub checkpoints: Arc<crate::audit::Checkpoints>,
+    /// Who used course data, and why (queued; written off the request path).
+    pub access_log: crate::audit::AccessLog,
 }
 
 impl AppState {
@@ -53,6 +59,7 @@ pub struct Application {
     server: Server,
     address: SocketAddr,
     log: EventLog,
+    access_log: crate::audit::AccessLog,
     /// The first admin's password, when this start created it (printed once by `serve`).
     pub initial_admin_password: Option<String>,
 }
@@ -112,6 +119,7 @@ impl Application {
             .map_err(|e| StartError::Store(format!("projections: {e}")))?;
         tracing::info!(checkpoint = preport.checkpoint, caught_up = preport.caught_up, "projections open");
         let _follower = projections.spawn_follower();
+        let (checkpoints, access_log) = start_audit(&settings, &log, &clock).await?;
         let app = Arc::new(Vivirk::new(log.clone(), clock.clone()));
         let state = web::Data::new(AppState {
             app,
@@ -119,6 +127,8 @@ impl Application {
             auth,
             idem: idempotency::IdempotencyStore::new(idem_tree, clock.clone()),
             metrics: system::Metrics::default(),
+            checkpoints,
+            access_log: access_log.clone(),
         });
         let listener = std::net::TcpListener::bind(settings.bind).map_err(|e| StartError::Bind(settings.bind, e))?;
         let address = listener.local_addr().map_err(|e| StartError::Bind(settings.bind, e))?;
@@ -145,7 +155,7 @@ impl Application {
         .listen(listener)
         .map_err(|e| StartError::Bind(settings.bind, e))?
         .run();
-        Ok(Application { server, address, log, initial_admin_password })
+        Ok(Application { server, address, log, access_log, initial_admin_password })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -155,9 +165,37 @@ impl Application {
     /// Runs until SIGINT/SIGTERM; in-flight requests finish, then the writer drains.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let r = self.server.await;
+        // The access log's queued tail is written before the process ends.
+        self.access_log.flush().await;
         self.log.shutdown().await;
         r
     }
+}
+
+/// The audit store, the checkpoint key and signer, the access log's writer and cleaner.
+async fn start_audit(
+    settings: &Settings,
+    log: &EventLog,
+    clock: &SharedClock,
+) -> Result<(Arc<crate::audit::Checkpoints>, crate::audit::AccessLog), StartError> {
+    use crate::audit::{AccessLog, AuditStore, CheckpointKey, Checkpoints};
+    let config = settings.audit.clone();
+    let (data_dir, log, sclock) = (settings.data_dir.clone(), log.clone(), clock.clone());
+    let (store, checkpoints) = tokio::task::spawn_blocking(move || {
+        let store = AuditStore::open(&data_dir)?;
+        let key = CheckpointKey::load_or_generate(&data_dir)?;
+        let checkpoints = Checkpoints::new(key, store.clone(), log, sclock);
+        checkpoints.check_log()?;
+        Ok::<_, crate::audit::AuditError>((store, checkpoints))
+    })
+    .await
+    .map_err(|e| StartError::Store(e.to_string()))?
+    .map_err(|e| StartError::Store(e.to_string()))?;
+    let checkpoints = Arc::new(checkpoints);
+    let _signer = checkpoints.clone().spawn(std::time::Duration::from_secs(config.checkpoint_interval_secs));
+    let access_log = AccessLog::start(store, clock.clone(), &config).map_err(|e| StartError::Store(e.to_string()))?;
+    let _cleaner = access_log.spawn_cleaner(std::time::Duration::from_secs(config.access_log_sweep_interval_secs));
+    Ok((checkpoints, access_log))
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
@@ -220,6 +258,12 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(courses::close_course)
         .service(courses::course_events)
         .service(courses::verify_course)
+        .service(audit::course_record)
+        .service(audit::latest_checkpoint)
+        .service(audit::checkpoint_key)
+        .service(audit::access_log)
+        .service(audit::my_access_log)
+        .service(audit::sweep_access_log)
         .service(<utoipa_scalar::Scalar<serde_json::Value> as utoipa_scalar::Servable<_>>::with_url(
             "/docs",
             openapi::document(),

@@ -135,6 +135,12 @@ schemars_bridge!(
         super::reads::my_actions,
         super::reads::contact_worklist,
         super::reads::sync,
+        super::audit::course_record,
+        super::audit::latest_checkpoint,
+        super::audit::checkpoint_key,
+        super::audit::access_log,
+        super::audit::my_access_log,
+        super::audit::sweep_access_log,
     ),
     components(schemas(
         super::problem::Problem,

@@ -7,9 +7,11 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::AppState;
+use super::audit::Use;
 use super::extract::{Caller, path_id};
 use super::problem::{ApiError, Problem};
 use crate::app::{Permission, access};
+use crate::audit::AccessKind;
 use crate::domain::{Channel, CourseId, Direction, Role};
 use crate::projections::views::{HistoryFilter, InteractionKind};
 use crate::projections::{AsOf, ProjectionError};
@@ -49,7 +51,9 @@ pub async fn course_status(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let course = visible(&state, &caller, &req, Permission::ReadCourse).await?;
+    let use_ = Use::begin(&req, AccessKind::Read, false)?;
     let status = state.projections.course_status(course).ok_or(ApiError::NotFound)?;
+    use_.record(&state, &caller, &req, Some(course)).await;
     super::etag_json(&req, &status)
 }
 
@@ -109,6 +113,7 @@ pub async fn contact_history(
     q: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let course = visible(&state, &caller, &req, Permission::ReadContactHistory).await?;
+    let use_ = Use::search(&req, false)?;
     let filter = HistoryFilter {
         role: q.role,
         participant: q.participant.map(crate::domain::AccountId),
@@ -127,6 +132,7 @@ pub async fn contact_history(
         .contact_history(course, &filter, q.cursor.as_deref(), limit)
         .map_err(projection_error)?
         .ok_or(ApiError::NotFound)?;
+    use_.record(&state, &caller, &req, Some(course)).await;
     super::etag_json(&req, &page)
 }
 
@@ -150,7 +156,9 @@ pub async fn contact_frequency(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let course = visible(&state, &caller, &req, Permission::ReadContactHistory).await?;
+    let use_ = Use::begin(&req, AccessKind::Read, false)?;
     let f = state.projections.contact_frequency(course).ok_or(ApiError::NotFound)?;
+    use_.record(&state, &caller, &req, Some(course)).await;
     super::etag_json(&req, &f)
 }
 
@@ -201,8 +209,11 @@ pub async fn course_actions(
     q: web::Query<ActionsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let course = visible(&state, &caller, &req, Permission::ReadCourse).await?;
-    let items = state.projections.course_actions(course).ok_or(ApiError::NotFound)?;
-    super::etag_json(&req, &action_filter(items, q.status.as_deref())?)
+    let use_ = Use::begin(&req, AccessKind::Read, false)?;
+    let items =
+        action_filter(state.projections.course_actions(course).ok_or(ApiError::NotFound)?, q.status.as_deref())?;
+    use_.record(&state, &caller, &req, Some(course)).await;
+    super::etag_json(&req, &items)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -236,6 +247,7 @@ pub async fn course_state(
     q: web::Query<StateQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let course = visible(&state, &caller, &req, Permission::ReadContactHistory).await?;
+    let use_ = Use::begin(&req, AccessKind::Read, false)?;
     let cut = match (&q.as_of, q.version) {
         (Some(_), Some(_)) => return Err(ApiError::InvalidParameter("give as_of or version, not both".into())),
         (Some(t), None) => AsOf::RecordedAt(
@@ -251,6 +263,7 @@ pub async fn course_state(
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(projection_error)?;
     let (status, frequency) = r.ok_or(ApiError::NotFound)?;
+    use_.record(&state, &caller, &req, Some(course)).await;
     super::etag_json(&req, &serde_json::json!({"status": status, "contact_frequency": frequency}))
 }
 
@@ -344,6 +357,8 @@ pub async fn list_courses(
     q: web::Query<CoursesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     access::require(&caller.0, Permission::ReadCourse)?;
+    // An auditor's list is a search across every course: it needs a purpose and leaves a trace.
+    let search = if caller.0.role == Role::Auditor { Some(Use::search(&req, true)?) } else { None };
     let mut list = if caller.0.role == Role::Auditor {
         state.projections.all_course_summaries()
     } else {
@@ -354,6 +369,9 @@ pub async fn list_courses(
             return Err(ApiError::InvalidParameter("compliance must be ok, due_soon or overdue".into()));
         }
         list.retain(|m| serde_json::to_value(m.contact).ok().and_then(|v| v.as_str().map(|s| s == c)).unwrap_or(false));
+    }
+    if let Some(u) = search {
+        u.record(&state, &caller, &req, None).await;
     }
     super::etag_json(&req, &list)
 }
@@ -383,9 +401,12 @@ pub struct SyncQuery {
 pub async fn sync(
     state: web::Data<AppState>,
     caller: Caller,
+    req: HttpRequest,
     q: web::Query<SyncQuery>,
 ) -> Result<HttpResponse, ApiError> {
     access::require(&caller.0, Permission::ReadCourse)?;
+    // An auditor's sync reads every course: a search across courses, with a purpose.
+    let search = if caller.0.role == Role::Auditor { Some(Use::search(&req, true)?) } else { None };
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(200).clamp(1, 1000);
     let p = caller.0.clone();
@@ -423,6 +444,9 @@ pub async fn sync(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
+    if let Some(u) = search {
+        u.record(&state, &caller, &req, None).await;
+    }
     Ok(HttpResponse::Ok().json(result))
 }
 

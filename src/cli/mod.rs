@@ -1,6 +1,7 @@
 //! The `vivirk` command line: parses arguments and hands over to the library. Nothing here
 //! knows how the log or the API work inside.
 
+mod audit;
 mod bench;
 mod debug;
 mod demo;
@@ -26,13 +27,33 @@ enum Command {
     /// Load a realistic demo data set (accounts in every role, companies, courses with months of
     /// history) into a data directory. Stop the server first.
     Demo(demo::DemoArgs),
-    /// Recompute the hash chains of the log and name the first position that does not verify.
+    /// Recompute the hash chains of the log and name the first position that does not verify;
+    /// or, with --file, check an export (or a downloaded course record) without a data
+    /// directory or a server, and name its first bad line.
     Verify {
         #[arg(long, env = "VIVIRK_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
         /// Check one stream's chain (and each of its events' own hashes) only.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "file")]
         stream: Option<String>,
+        /// An export file (`vivirk export`, `GET /v1/courses/{id}/record`).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Pin the checkpoint public key (a JWK file, or the JSON itself) instead of trusting
+        /// the one the export carries.
+        #[arg(long, requires = "file")]
+        key: Option<String>,
+    },
+    /// Write an export (JSON lines: a header with the latest signed checkpoint and the public
+    /// key, then envelopes) of one course or the whole log. Stop the server first.
+    Export(audit::ExportArgs),
+    /// Print a course's history, event by event, with its state after each; from a data
+    /// directory (server stopped) or an export file.
+    Replay(audit::ReplayArgs),
+    /// The checkpoint signing key.
+    Keys {
+        #[command(subcommand)]
+        command: audit::KeysCommand,
     },
     /// Write the OpenAPI document (default `openapi/openapi.json`).
     Openapi {
@@ -86,10 +107,20 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => crate::serve::run(args),
-        Command::Verify { data_dir, stream } => {
+        Command::Verify { file: Some(file), key, .. } => audit::verify_file(&file, key.as_deref()),
+        Command::Verify { data_dir, stream, .. } => {
             init_tracing(false);
             verify(&data_dir, stream.as_deref())
         }
+        Command::Export(args) => {
+            init_tracing(false);
+            audit::export(args)
+        }
+        Command::Replay(args) => {
+            init_tracing(false);
+            audit::replay(args)
+        }
+        Command::Keys { command } => audit::keys(command),
         Command::Index { command: IndexCommand::Rebuild { data_dir } } => {
             init_tracing(false);
             rebuild_index(&data_dir)

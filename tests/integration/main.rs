@@ -3,6 +3,7 @@
 
 mod access_matrix;
 mod api_journey;
+mod audit;
 mod endpoints;
 mod helpers;
 mod log_crash;
