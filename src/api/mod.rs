@@ -2,6 +2,7 @@
 //! at the edge (`extract`); errors mapped to RFC 9457 problems in one place (`problem`).
 
 mod accounts;
+mod app_assets;
 mod audit;
 mod companies;
 mod courses;
@@ -203,6 +204,9 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(system::readyz)
         .service(system::metrics)
         .service(system::openapi_json)
+        .service(app_assets::app_root)
+        .service(app_assets::app_index)
+        .service(app_assets::app_file)
         .service(accounts::token)
         .service(accounts::refresh)
         .service(accounts::logout)
