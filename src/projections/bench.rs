@@ -23,8 +23,8 @@ fn text<const N: usize>(s: &str) -> Result<crate::domain::Text<N>, String> {
     crate::domain::Text::try_from(s).map_err(|e| e.to_string())
 }
 
-struct Gen {
-    n: u64,
+pub(super) struct Gen {
+    pub(super) n: u64,
 }
 
 impl Gen {
@@ -47,7 +47,7 @@ fn ev(event: &CourseEvent, id: Uuid, actor: (AccountId, Role), at: OffsetDateTim
 }
 
 /// One course's events, in order.
-fn course_events(g: &mut Gen, c: u64, per_course: u64) -> Result<Vec<NewEvent>, String> {
+pub(super) fn course_events(g: &mut Gen, c: u64, per_course: u64) -> Result<Vec<NewEvent>, String> {
     let course = CourseId(Uuid::from_u128(0xC0_0000 + u128::from(c)));
     let yp = AccountId(Uuid::from_u128(0x1_0000_0000 + u128::from(c)));
     let cw = (AccountId(Uuid::from_u128(0x2_0000 + u128::from(c % 200))), Role::Caseworker);
@@ -232,6 +232,20 @@ fn course_events(g: &mut Gen, c: u64, per_course: u64) -> Result<Vec<NewEvent>, 
     Ok(out)
 }
 
+/// CPU seconds used so far by the whole process (all threads, user + system). The machine may
+/// be shared, so the bench prints this next to wall-clock times.
+fn cpu_seconds() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage only writes into the struct we pass.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) } != 0 {
+        return 0.0;
+    }
+    // SAFETY: initialised above (zeroed, then filled in by a successful call).
+    let ru = unsafe { ru.assume_init() };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -284,6 +298,7 @@ pub fn run(dir: &Path, total: u64, courses: u64) -> Result<(), String> {
 
     // Decode-only pass: what reading and decoding the log costs on its own.
     let started = Instant::now();
+    let cpu = cpu_seconds();
     let mut decoded = 0u64;
     for env in log.iter_from(1).map_err(|e| e.to_string())? {
         let env = env.map_err(|e| e.to_string())?;
@@ -292,27 +307,35 @@ pub fn run(dir: &Path, total: u64, courses: u64) -> Result<(), String> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("  read + decode only: {decoded} events in {secs:.2}s = {:.0} events/s", decoded as f64 / secs);
+    println!(
+        "  read + decode only: {decoded} events in {secs:.2}s = {:.0} events/s (one thread; cpu {:.2}s)",
+        decoded as f64 / secs,
+        cpu_seconds() - cpu
+    );
     let started = Instant::now();
+    let cpu = cpu_seconds();
     let (p, r) =
         Projections::rebuild(log.clone(), shared.clone(), ProjectionConfig::new(dir)).map_err(|e| e.to_string())?;
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "  rebuild: {} events in {secs:.2}s = {:.0} events/s (incl. persisting {} courses; {} skipped)",
+        "  rebuild: {} events in {secs:.2}s = {:.0} events/s (incl. persisting {} courses; {} skipped; cpu {:.2}s)",
         r.caught_up,
         r.caught_up as f64 / secs,
         p.course_ids().len(),
-        p.skipped()
+        p.skipped(),
+        cpu_seconds() - cpu
     );
     drop(p);
     let started = Instant::now();
+    let cpu = cpu_seconds();
     let (p, r) =
         Projections::open(log.clone(), shared.clone(), ProjectionConfig::new(dir)).map_err(|e| e.to_string())?;
     println!(
-        "  reopen from store: {} courses at checkpoint {} (head {head}) in {:.2}s",
+        "  reopen from store: {} courses at checkpoint {} (head {head}) in {:.2}s (cpu {:.2}s)",
         r.loaded,
         r.checkpoint,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu
     );
 
     let ids = p.course_ids();

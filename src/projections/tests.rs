@@ -614,3 +614,266 @@ fn as_of_a_version_sees_the_course_as_it_was() {
     assert_eq!((status.version, freq.total), (v, 0));
     let _ = at(t::T0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// the persisted form, and the pipelined catch-up
+
+/// A view with every kind of observation and status, every optional field set, and times with
+/// nanoseconds and a non-UTC offset.
+fn rich_view() -> CourseView {
+    use crate::domain::course::state::GoalStatus;
+    use crate::domain::{ActionId, AgreementId, CompanyId, GoalId, LifeDomain, PlacementId};
+    use course::*;
+    let t1 = datetime!(2025-06-02 09:00:00.123456789 +02:00);
+    let t2 = datetime!(2025-06-03 10:30 UTC);
+    let actor = Actor { account_id: CW, role: Role::Caseworker };
+    let obs = |i: u128, status: ObsStatus, obs: Obs| Observation {
+        event_id: t::id(0xE00 + i),
+        position: 1000 + i as u64,
+        occurred_at: t1 + Duration::hours(i as i64),
+        actor,
+        status,
+        obs,
+    };
+    let (goal, placement, company) = (GoalId(t::id(0x60)), PlacementId(t::id(0x61)), CompanyId(t::id(0x62)));
+    CourseView {
+        course_id: Some(t::COURSE),
+        version: 42,
+        position: u64::MAX,
+        young_person: Some(YP),
+        programme: Some(crate::domain::ProgrammeKind::Jobafklaringsforloeb),
+        municipality: Some(t::s("Aarhus Kommune — Æblegade")),
+        start_date: Some(date!(2025 - 06 - 01)),
+        opened_at: Some(t1),
+        phase: Some(Phase::EmploymentBound),
+        phase_since: Some(t2),
+        closed: Some(course::Closure { outcome: Outcome::DroppedOut, at: t2 }),
+        participants: vec![Participant {
+            account_id: MENTOR,
+            role: Role::Mentor,
+            since: t1,
+            company_id: Some(company),
+        }],
+        tenures: vec![
+            Tenure { account_id: YC, role: Role::YouthCoordinator, from: t1, to: Some(t2) },
+            Tenure { account_id: MENTOR, role: Role::Mentor, from: t2, to: None },
+        ],
+        goals: vec![
+            Goal {
+                goal_id: goal,
+                parent: None,
+                life_domain: Some(LifeDomain::LeisureLife),
+                title: t::s("Goal"),
+                status: GoalStatus::Achieved,
+                set_at: t1,
+                closed_at: Some(t2),
+            },
+            Goal {
+                goal_id: GoalId(t::id(0x63)),
+                parent: Some(goal),
+                life_domain: None,
+                title: t::s("Sub-goal"),
+                status: GoalStatus::Dropped,
+                set_at: t2,
+                closed_at: None,
+            },
+        ],
+        actions: vec![Action {
+            action_id: ActionId(t::id(0x64)),
+            what: t::s("Bus card"),
+            owner: TEACHER,
+            due: date!(2025 - 07 - 01),
+            method: Some(t::s("online")),
+            goal_id: Some(goal),
+            agreed_by: vec![YP, TEACHER],
+            recorded_by: actor,
+            agreed_at: t1,
+            outcome: ActionOutcome::Cancelled,
+            closed_at: Some(t2),
+            reschedules: vec![Reschedule {
+                from: date!(2025 - 06 - 20),
+                to: date!(2025 - 07 - 01),
+                reason: t::l("later"),
+                by: CW,
+                at: t2,
+            }],
+        }],
+        placements: vec![Placement {
+            placement_id: placement,
+            kind: PlacementKind::Employment,
+            company_id: company,
+            workplace: Workplace::SocialEconomic,
+            mentor: Some(MENTOR),
+            hours_per_week: 37,
+            start_date: date!(2025 - 06 - 01),
+            end_date: Some(date!(2025 - 08 - 01)),
+            outcome: Some(PlacementOutcome::ContinuedAsEmployment),
+        }],
+        active_placement: Some(placement),
+        agreements: vec![Agreement {
+            agreement_id: AgreementId(t::id(0x65)),
+            placement_id: placement,
+            mentor: MENTOR,
+            valid_from: date!(2025 - 06 - 01),
+            valid_to: date!(2025 - 12 - 31),
+            hours_per_week: 2,
+            renewals: 3,
+        }],
+        observations: vec![
+            obs(
+                1,
+                ObsStatus::Standing,
+                Obs::Contact {
+                    with: vec![YP, t::NET],
+                    channel: Channel::Email,
+                    direction: Direction::FromYoungPerson,
+                    outreach: true,
+                    individual: false,
+                    minutes: u16::MAX,
+                },
+            ),
+            obs(
+                2,
+                ObsStatus::Corrected { by: t::id(0xF1) },
+                Obs::CheckIn { placement_id: placement, attendance: Attendance::AbsentUnnotified, wellbeing: 5 },
+            ),
+            obs(
+                3,
+                ObsStatus::Retracted { by: t::id(0xF2) },
+                Obs::Guidance { goal_ids: vec![goal, GoalId(t::id(0x63))], minutes: 0 },
+            ),
+            obs(4, ObsStatus::Standing, Obs::Meeting { kind: MeetingKind::Strategic, attendees: vec![] }),
+            obs(5, ObsStatus::Standing, Obs::GoalProgress { goal_id: goal, percent: None }),
+            obs(
+                6,
+                ObsStatus::Standing,
+                Obs::Assessment { kind: AssessmentKind::IndustryClarification, placement_id: Some(placement) },
+            ),
+            obs(
+                7,
+                ObsStatus::Standing,
+                Obs::SupportNeed {
+                    area: SupportArea::Social,
+                    life_domain: LifeDomain::EverydayLife,
+                    description: t::l("Needs help with the bus ✓"),
+                },
+            ),
+            obs(8, ObsStatus::Standing, Obs::ContactPlan { every_days: 14, by: vec![CW, YC] }),
+        ],
+    }
+}
+
+#[test]
+fn the_persisted_form_round_trips_exactly_and_detects_damage() {
+    for view in [rich_view(), CourseView::default(), CourseView::new(t::COURSE)] {
+        let bytes = codec::encode(&view);
+        let back = codec::decode(&bytes).expect("decodes");
+        assert_eq!(back, view);
+        // Offsets survive too (OffsetDateTime's == compares instants only).
+        assert_eq!(back.opened_at.map(|t| t.offset()), view.opened_at.map(|t| t.offset()));
+    }
+    let bytes = codec::encode(&rich_view());
+    // Every single-byte change and every truncation is caught (the checksum, then strictness).
+    for i in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x5A;
+        assert_eq!(codec::decode(&bad), None, "flipped byte {i}");
+        assert_eq!(codec::decode(&bytes[..i]), None, "truncated to {i}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(codec::decode(&longer), None, "trailing byte");
+    assert_eq!(codec::decode(b"{\"course_id\":null}"), None, "the old JSON form");
+}
+
+/// A log of `courses` bench courses (`per_course` events each, interleaved like real traffic),
+/// plus a non-course event and an undecodable course event somewhere in the middle.
+fn bench_log(f: &Fixture, courses: u64, per_course: u64) {
+    let mut g = bench::Gen { n: 0 };
+    let mut streams: Vec<(StreamId, std::vec::IntoIter<NewEvent>)> = (0..courses)
+        .map(|c| {
+            let events = bench::course_events(&mut g, c, per_course).unwrap();
+            (StreamId::for_entity("course", Uuid::from_u128(0xC0_0000 + u128::from(c))), events.into_iter())
+        })
+        .collect();
+    let mut round = 0;
+    loop {
+        let mut any = false;
+        for (s, it) in &mut streams {
+            let batch: Vec<NewEvent> = it.by_ref().take(7).collect();
+            if !batch.is_empty() {
+                any = true;
+                f.log.append_blocking(s, ExpectedVersion::Any, batch).unwrap();
+            }
+        }
+        if round == 3 {
+            let odd = |event_type: &str, data: &[u8]| NewEvent {
+                event_id: Uuid::new_v4(),
+                event_type: event_type.into(),
+                schema_version: 2,
+                occurred_at: t::T0,
+                actor: LogActor { account_id: CW.0, role: "caseworker".into() },
+                metadata: Metadata::default(),
+                data: data.to_vec(),
+            };
+            let company = StreamId::for_entity("company", Uuid::from_u128(0x6_0000));
+            f.log.append_blocking(&company, ExpectedVersion::Any, vec![odd("Whatever", b"{}")]).unwrap();
+            let (s, _) = &streams[1];
+            f.log.append_blocking(s, ExpectedVersion::Any, vec![odd("ContactLogged", b"{\"x\":1}")]).unwrap();
+        }
+        round += 1;
+        if !any {
+            break;
+        }
+    }
+}
+
+/// Each course's view folded on its own, from its stream, with the as-of fold.
+fn folded(f: &Fixture, p: &Projections) -> Vec<(CourseId, CourseView)> {
+    let mut ids = p.course_ids();
+    ids.sort();
+    ids.into_iter()
+        .map(|id| {
+            let envs = f.log.read_stream(&StreamId::for_entity("course", id.0), 1, false, usize::MAX).unwrap();
+            (id, fold_envelopes(id, &envs, AsOf::Head).0)
+        })
+        .collect()
+}
+
+#[test]
+fn a_pipelined_rebuild_equals_the_per_course_fold_and_survives_reopening() {
+    let f = Fixture::new();
+    bench_log(&f, 40, 3 * PIPELINE_MIN / 40);
+    let head = f.log.committed();
+    assert!(head > 2 * PIPELINE_MIN, "exercises the pipelined path");
+    let (p, report) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), config(&f.dir)).unwrap();
+    assert_eq!((report.caught_up, p.applied(), p.checkpoint(), p.skipped()), (head, head, head, 1));
+    let views = all_views(&p);
+    assert_eq!(views.len(), 40);
+    assert_eq!(views, folded(&f, &p));
+    drop(p);
+    let (reopened, report) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), config(&f.dir)).unwrap();
+    assert_eq!((report.loaded, report.checkpoint, report.caught_up, report.rebuilt), (40, head, 0, None));
+    assert_eq!(all_views(&reopened), views);
+}
+
+#[test]
+fn a_crash_in_a_pipelined_catch_up_resumes_at_the_checkpoint() {
+    let f = Fixture::new();
+    bench_log(&f, 25, 2 * PIPELINE_MIN / 25);
+    let head = f.log.committed();
+    let mut c = config(&f.dir);
+    c.persist_every = 3000;
+    c.persist_interval = std::time::Duration::from_secs(3600);
+    // Persists every 3000 events (between chunks), and applies more than that in memory only.
+    let p = open_partial(&f, c.clone(), PIPELINE_MIN + 1000);
+    assert!(p.checkpoint() > 0 && p.applied() > p.checkpoint(), "{} vs {}", p.applied(), p.checkpoint());
+    let checkpoint = p.checkpoint();
+    drop(p);
+    let (reopened, report) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
+    assert_eq!((report.checkpoint, report.rebuilt, report.caught_up), (checkpoint, None, head - checkpoint));
+    assert_eq!(reopened.applied(), head);
+    let rebuilt = Projections::rebuild(f.log.clone(), Arc::new(f.clock.clone()), config(&f.dir.join("r"))).unwrap().0;
+    assert_eq!(all_views(&reopened), all_views(&rebuilt));
+    assert_eq!(all_views(&reopened), folded(&f, &reopened));
+}
