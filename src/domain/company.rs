@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{AccountId, CommandContext, CompanyId, LongText, MAX_ITEMS, Role, ShortText};
 use super::error::{DecodeError, DomainError};
-use super::events_macro::{event_enum, parse_data};
+use super::events_macro::event_enum;
 use super::{EventMeta, course::Workplace};
 
 /// Relational capacity is scored 1 (little) to 5 (great).
@@ -64,7 +64,6 @@ event_enum! {
 impl CompanyEvent {
     /// Reads a stored payload (no company event has an older version yet).
     pub fn decode(event_type: &str, schema_version: u16, data: &[u8]) -> Result<Self, DecodeError> {
-        let value = parse_data(event_type, schema_version, data)?;
         let current = Self::TYPES
             .iter()
             .find(|(t, _)| *t == event_type)
@@ -73,7 +72,7 @@ impl CompanyEvent {
         if current != schema_version {
             return Err(DecodeError::UnsupportedVersion { event_type: event_type.to_owned(), version: schema_version });
         }
-        match Self::decode_current(event_type, value) {
+        match Self::decode_current_bytes(event_type, data) {
             Some(result) => result.map_err(|source| DecodeError::Malformed {
                 event_type: event_type.to_owned(),
                 version: schema_version,

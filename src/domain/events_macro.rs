@@ -43,12 +43,24 @@ macro_rules! event_enum {
                     .unwrap_or(serde_json::Value::Null)
             }
 
+            // Each stream's `decode` uses one or both of these.
+            #[allow(dead_code)]
             fn decode_current(
                 event_type: &str,
                 value: serde_json::Value,
             ) -> Option<Result<Self, serde_json::Error>> {
                 match event_type {
                     $( stringify!($Variant) => Some(serde_json::from_value(value).map(Self::$Variant)), )*
+                    _ => None,
+                }
+            }
+
+            /// As `decode_current`, straight from the stored bytes: no intermediate
+            /// `serde_json::Value`, which roughly halves the cost of a replay.
+            #[allow(dead_code)]
+            fn decode_current_bytes(event_type: &str, data: &[u8]) -> Option<Result<Self, serde_json::Error>> {
+                match event_type {
+                    $( stringify!($Variant) => Some(serde_json::from_slice(data).map(Self::$Variant)), )*
                     _ => None,
                 }
             }

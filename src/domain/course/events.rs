@@ -502,8 +502,20 @@ event_enum! {
 impl CourseEvent {
     /// Reads a stored payload, upcasting old schema versions to the current type.
     pub fn decode(event_type: &str, schema_version: u16, data: &[u8]) -> Result<Self, DecodeError> {
-        let value = parse_data(event_type, schema_version, data)?;
-        Self::decode_value(event_type, schema_version, value)
+        let current = Self::TYPES.iter().find(|(t, _)| *t == event_type).map(|(_, v)| *v);
+        if current != Some(schema_version) {
+            // Old versions (upcasts) and unknown types take the general path.
+            let value = parse_data(event_type, schema_version, data)?;
+            return Self::decode_value(event_type, schema_version, value);
+        }
+        match Self::decode_current_bytes(event_type, data) {
+            Some(result) => result.map_err(|source| DecodeError::Malformed {
+                event_type: event_type.to_owned(),
+                version: schema_version,
+                source,
+            }),
+            None => Err(DecodeError::UnknownEventType(event_type.to_owned())),
+        }
     }
 
     /// As [`decode`](Self::decode), from an already parsed JSON value.
