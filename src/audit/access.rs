@@ -272,6 +272,7 @@ pub struct AccessLog {
     store: Arc<AccessStore>,
     clock: SharedClock,
     retention: time::Duration,
+    enabled: bool,
 }
 
 impl AccessLog {
@@ -287,7 +288,10 @@ impl AccessLog {
             Duration::from_millis(config.access_log_flush_ms),
             config.access_log_batch,
         ));
-        Ok(AccessLog { tx, store, clock, retention: config.retention() })
+        if !config.access_log_enabled {
+            tracing::warn!("the access log is OFF (benchmark setting): reads of personal data are not logged");
+        }
+        Ok(AccessLog { tx, store, clock, retention: config.retention(), enabled: config.access_log_enabled })
     }
 
     pub fn now(&self) -> OffsetDateTime {
@@ -300,6 +304,9 @@ impl AccessLog {
 
     /// Queues one entry. Cheap: no I/O. Waits only if the queue is full.
     pub async fn record(&self, entry: AccessEntry) {
+        if !self.enabled {
+            return;
+        }
         let msg = Msg::Entry(Box::new(entry));
         let msg = match self.tx.try_send(msg) {
             Ok(()) => return,

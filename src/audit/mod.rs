@@ -49,6 +49,9 @@ pub struct AuditConfig {
     pub access_log_flush_ms: u64,
     /// …or are written as soon as this many are waiting.
     pub access_log_batch: usize,
+    /// `false` turns the access log off. Only for measuring what it costs (`benches/load.py
+    /// --no-access-log`): in production every use of personal data must be logged.
+    pub access_log_enabled: bool,
 }
 
 impl Default for AuditConfig {
@@ -59,6 +62,7 @@ impl Default for AuditConfig {
             access_log_sweep_interval_secs: 3600,
             access_log_flush_ms: 100,
             access_log_batch: 1024,
+            access_log_enabled: true,
         }
     }
 }
