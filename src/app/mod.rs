@@ -177,14 +177,80 @@ fn decode_company(e: &crate::log::Envelope) -> Result<(CompanyEvent, EventMeta),
     Ok((ev, meta_of(e)?))
 }
 
+/// What the application needs to know about one kind of stream, so that catching up and the
+/// decide-then-append flow are written once for courses and companies.
+trait StreamKind {
+    type Id: Copy;
+    type State;
+    type Event;
+    type Command;
+    fn stream(id: Self::Id) -> StreamId;
+    fn decode(e: &crate::log::Envelope) -> Result<(Self::Event, EventMeta), AppError>;
+    fn apply(state: &mut Self::State, event: &Self::Event, meta: &EventMeta);
+    fn decide(state: &Self::State, cmd: &Self::Command, ctx: &CommandContext) -> Result<Vec<Self::Event>, DomainError>;
+    /// (event type, schema version, data).
+    fn encode(event: &Self::Event) -> (&'static str, u16, Vec<u8>);
+}
+
+struct Courses;
+struct Companies;
+
+impl StreamKind for Courses {
+    type Id = CourseId;
+    type State = CourseState;
+    type Event = CourseEvent;
+    type Command = CourseCommand;
+    fn stream(id: CourseId) -> StreamId {
+        course_stream(id)
+    }
+    fn decode(e: &crate::log::Envelope) -> Result<(CourseEvent, EventMeta), AppError> {
+        decode_course(e)
+    }
+    fn apply(state: &mut CourseState, event: &CourseEvent, meta: &EventMeta) {
+        apply(state, event, meta)
+    }
+    fn decide(state: &CourseState, cmd: &CourseCommand, ctx: &CommandContext) -> Result<Vec<CourseEvent>, DomainError> {
+        decide(state, cmd, ctx)
+    }
+    fn encode(event: &CourseEvent) -> (&'static str, u16, Vec<u8>) {
+        (event.event_type(), event.schema_version(), event.to_data())
+    }
+}
+
+impl StreamKind for Companies {
+    type Id = CompanyId;
+    type State = CompanyState;
+    type Event = CompanyEvent;
+    type Command = CompanyCommand;
+    fn stream(id: CompanyId) -> StreamId {
+        company_stream(id)
+    }
+    fn decode(e: &crate::log::Envelope) -> Result<(CompanyEvent, EventMeta), AppError> {
+        decode_company(e)
+    }
+    fn apply(state: &mut CompanyState, event: &CompanyEvent, meta: &EventMeta) {
+        apply_company(state, event, meta)
+    }
+    fn decide(
+        state: &CompanyState,
+        cmd: &CompanyCommand,
+        ctx: &CommandContext,
+    ) -> Result<Vec<CompanyEvent>, DomainError> {
+        decide_company(state, cmd, ctx)
+    }
+    fn encode(event: &CompanyEvent) -> (&'static str, u16, Vec<u8>) {
+        (event.event_type(), event.schema_version(), event.to_data())
+    }
+}
+
 impl Vivirk {
     pub fn new(log: EventLog, clock: SharedClock) -> Self {
         Vivirk { log, clock, courses: Cache::new(4096), companies: Cache::new(1024) }
     }
 
     /// Reads the stream's events after `slot.version` and applies them.
-    fn catch_up_course(&self, id: CourseId, slot: &mut Slot<CourseState>) -> Result<(), AppError> {
-        let stream = course_stream(id);
+    fn catch_up<K: StreamKind>(&self, id: K::Id, slot: &mut Slot<K::State>) -> Result<(), AppError> {
+        let stream = K::stream(id);
         loop {
             let events = self
                 .log
@@ -194,36 +260,55 @@ impl Vivirk {
                 return Ok(());
             }
             for e in &events {
-                let (ev, meta) = decode_course(e)?;
-                apply(&mut slot.state, &ev, &meta);
+                let (ev, meta) = K::decode(e)?;
+                K::apply(&mut slot.state, &ev, &meta);
                 slot.version = e.stream_version;
             }
         }
     }
 
-    fn catch_up_company(&self, id: CompanyId, slot: &mut Slot<CompanyState>) -> Result<(), AppError> {
-        let stream = company_stream(id);
-        loop {
-            let events = self
-                .log
-                .read_stream(&stream, slot.version + 1, false, 1000)
-                .map_err(|e| AppError::Damaged(e.to_string()))?;
-            if events.is_empty() {
-                return Ok(());
-            }
-            for e in &events {
-                let (ev, meta) = decode_company(e)?;
-                apply_company(&mut slot.state, &ev, &meta);
-                slot.version = e.stream_version;
-            }
+    /// The decide-then-append flow, with the stream's lock held: catch up, check the caller may
+    /// (`allowed`, given the state), answer a replayed client event id with its original result,
+    /// check `If-Match`, decide, append at the version decided on.
+    async fn execute<K: StreamKind>(
+        &self,
+        slot: &tokio::sync::Mutex<Slot<K::State>>,
+        p: &Principal,
+        id: K::Id,
+        cmd: &K::Command,
+        opts: WriteOptions,
+        allowed: impl FnOnce(&K::State) -> Result<(), AppError>,
+    ) -> Result<Written, AppError> {
+        let stream = K::stream(id);
+        let mut slot = slot.lock().await;
+        self.catch_up::<K>(id, &mut slot)?;
+        allowed(&slot.state)?;
+        if let Some(w) = self.replayed(&stream, opts.event_id)? {
+            return Ok(w);
         }
+        if let Some(v) = opts.if_match
+            && v != slot.version
+        {
+            return Err(AppError::PreconditionFailed { current: slot.version });
+        }
+        let ctx = self.context(p, &opts);
+        let events = K::decide(&slot.state, cmd, &ctx)?;
+        let new_events = events
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| {
+                let (event_type, schema_version, data) = K::encode(ev);
+                self.new_event(p, &opts, i, event_type, schema_version, data, ctx.occurred_at)
+            })
+            .collect::<Vec<_>>();
+        self.append(&stream, slot.version, new_events).await
     }
 
     /// The course's decision state and version, if the principal may see the course.
     pub async fn visible_course(&self, p: &Principal, id: CourseId) -> Result<(u64, CourseState), AppError> {
         let slot = self.courses.slot(id);
         let mut slot = slot.lock().await;
-        self.catch_up_course(id, &mut slot)?;
+        self.catch_up::<Courses>(id, &mut slot)?;
         if !access::can_see_course(p, &slot.state) {
             return Err(AppError::NotFound);
         }
@@ -234,7 +319,7 @@ impl Vivirk {
     pub async fn check_course_visible(&self, p: &Principal, id: CourseId) -> Result<u64, AppError> {
         let slot = self.courses.slot(id);
         let mut slot = slot.lock().await;
-        self.catch_up_course(id, &mut slot)?;
+        self.catch_up::<Courses>(id, &mut slot)?;
         if !access::can_see_course(p, &slot.state) {
             return Err(AppError::NotFound);
         }
@@ -249,33 +334,15 @@ impl Vivirk {
         cmd: CourseCommand,
         opts: WriteOptions,
     ) -> Result<Written, AppError> {
-        let stream = course_stream(id);
         let slot = self.courses.slot(id);
-        let mut slot = slot.lock().await;
-        self.catch_up_course(id, &mut slot)?;
         let opening = matches!(cmd, CourseCommand::OpenCourse(_));
-        if !opening && !access::can_see_course(p, &slot.state) {
-            return Err(AppError::NotFound);
-        }
-        access::require(p, Permission::for_course_command(&cmd))?;
-        if let Some(w) = self.replayed(&stream, opts.event_id)? {
-            return Ok(w);
-        }
-        if let Some(v) = opts.if_match
-            && v != slot.version
-        {
-            return Err(AppError::PreconditionFailed { current: slot.version });
-        }
-        let ctx = self.context(p, &opts);
-        let events = decide(&slot.state, &cmd, &ctx)?;
-        let new_events = events
-            .iter()
-            .enumerate()
-            .map(|(i, ev)| {
-                self.new_event(p, &opts, i, ev.event_type(), ev.schema_version(), ev.to_data(), ctx.occurred_at)
-            })
-            .collect::<Vec<_>>();
-        self.append(&stream, slot.version, new_events).await
+        self.execute::<Courses>(&slot, p, id, &cmd, opts, |state| {
+            if !opening && !access::can_see_course(p, state) {
+                return Err(AppError::NotFound);
+            }
+            access::require(p, Permission::for_course_command(&cmd))
+        })
+        .await
     }
 
     /// Decides and appends one company command.
@@ -287,28 +354,8 @@ impl Vivirk {
         opts: WriteOptions,
     ) -> Result<Written, AppError> {
         access::require(p, Permission::ManageCompanies)?;
-        let stream = company_stream(id);
         let slot = self.companies.slot(id);
-        let mut slot = slot.lock().await;
-        self.catch_up_company(id, &mut slot)?;
-        if let Some(w) = self.replayed(&stream, opts.event_id)? {
-            return Ok(w);
-        }
-        if let Some(v) = opts.if_match
-            && v != slot.version
-        {
-            return Err(AppError::PreconditionFailed { current: slot.version });
-        }
-        let ctx = self.context(p, &opts);
-        let events = decide_company(&slot.state, &cmd, &ctx)?;
-        let new_events = events
-            .iter()
-            .enumerate()
-            .map(|(i, ev)| {
-                self.new_event(p, &opts, i, ev.event_type(), ev.schema_version(), ev.to_data(), ctx.occurred_at)
-            })
-            .collect::<Vec<_>>();
-        self.append(&stream, slot.version, new_events).await
+        self.execute::<Companies>(&slot, p, id, &cmd, opts, |_| Ok(())).await
     }
 
     /// Every registered company with its state.
@@ -327,7 +374,7 @@ impl Vivirk {
     pub async fn company(&self, id: CompanyId) -> Result<(u64, CompanyState), AppError> {
         let slot = self.companies.slot(id);
         let mut slot = slot.lock().await;
-        self.catch_up_company(id, &mut slot)?;
+        self.catch_up::<Companies>(id, &mut slot)?;
         if slot.version == 0 {
             return Err(AppError::NotFound);
         }

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::AuthError;
 use crate::clock::SharedClock;
-use crate::domain::events_macro::{event_enum, parse_data};
+use crate::domain::events_macro::event_enum;
 use crate::domain::{AccountId, DecodeError, Role, ShortText};
 use crate::log::{AppendError, Envelope, EventLog, ExpectedVersion, LogActor, Metadata, NewEvent, StreamId};
 
@@ -123,23 +123,7 @@ event_enum! {
 impl AccountEvent {
     /// Reads a stored payload (no account event has an older version yet).
     pub fn decode(event_type: &str, schema_version: u16, data: &[u8]) -> Result<Self, DecodeError> {
-        let value = parse_data(event_type, schema_version, data)?;
-        let current = Self::TYPES
-            .iter()
-            .find(|(t, _)| *t == event_type)
-            .map(|(_, v)| *v)
-            .ok_or_else(|| DecodeError::UnknownEventType(event_type.to_owned()))?;
-        if current != schema_version {
-            return Err(DecodeError::UnsupportedVersion { event_type: event_type.to_owned(), version: schema_version });
-        }
-        match Self::decode_current(event_type, value) {
-            Some(result) => result.map_err(|source| DecodeError::Malformed {
-                event_type: event_type.to_owned(),
-                version: schema_version,
-                source,
-            }),
-            None => Err(DecodeError::UnknownEventType(event_type.to_owned())),
-        }
+        Self::decode_current_version(event_type, schema_version, data)
     }
 
     pub fn account_id(&self) -> AccountId {

@@ -64,22 +64,7 @@ event_enum! {
 impl CompanyEvent {
     /// Reads a stored payload (no company event has an older version yet).
     pub fn decode(event_type: &str, schema_version: u16, data: &[u8]) -> Result<Self, DecodeError> {
-        let current = Self::TYPES
-            .iter()
-            .find(|(t, _)| *t == event_type)
-            .map(|(_, v)| *v)
-            .ok_or_else(|| DecodeError::UnknownEventType(event_type.to_owned()))?;
-        if current != schema_version {
-            return Err(DecodeError::UnsupportedVersion { event_type: event_type.to_owned(), version: schema_version });
-        }
-        match Self::decode_current_bytes(event_type, data) {
-            Some(result) => result.map_err(|source| DecodeError::Malformed {
-                event_type: event_type.to_owned(),
-                version: schema_version,
-                source,
-            }),
-            None => Err(DecodeError::UnknownEventType(event_type.to_owned())),
-        }
+        Self::decode_current_version(event_type, schema_version, data)
     }
 }
 

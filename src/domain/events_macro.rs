@@ -43,7 +43,7 @@ macro_rules! event_enum {
                     .unwrap_or(serde_json::Value::Null)
             }
 
-            // Each stream's `decode` uses one or both of these.
+            // From a parsed value: the course stream needs it for corrections' replacements.
             #[allow(dead_code)]
             fn decode_current(
                 event_type: &str,
@@ -57,11 +57,36 @@ macro_rules! event_enum {
 
             /// As `decode_current`, straight from the stored bytes: no intermediate
             /// `serde_json::Value`, which roughly halves the cost of a replay.
-            #[allow(dead_code)]
             fn decode_current_bytes(event_type: &str, data: &[u8]) -> Option<Result<Self, serde_json::Error>> {
                 match event_type {
                     $( stringify!($Variant) => Some(serde_json::from_slice(data).map(Self::$Variant)), )*
                     _ => None,
+                }
+            }
+
+            /// Decodes a payload stored in the current schema version of its type. Older versions
+            /// are each stream's own upcasting business, before it calls this.
+            pub fn decode_current_version(
+                event_type: &str,
+                schema_version: u16,
+                data: &[u8],
+            ) -> Result<Self, $crate::domain::DecodeError> {
+                use $crate::domain::DecodeError;
+                let current = Self::TYPES
+                    .iter()
+                    .find(|(t, _)| *t == event_type)
+                    .map(|(_, v)| *v)
+                    .ok_or_else(|| DecodeError::UnknownEventType(event_type.to_owned()))?;
+                if current != schema_version {
+                    return Err(DecodeError::UnsupportedVersion { event_type: event_type.to_owned(), version: schema_version });
+                }
+                match Self::decode_current_bytes(event_type, data) {
+                    Some(result) => result.map_err(|source| DecodeError::Malformed {
+                        event_type: event_type.to_owned(),
+                        version: schema_version,
+                        source,
+                    }),
+                    None => Err(DecodeError::UnknownEventType(event_type.to_owned())),
                 }
             }
 
@@ -82,13 +107,3 @@ macro_rules! event_enum {
 }
 
 pub(crate) use event_enum;
-
-/// Shared body of `decode` for every stream: parse JSON, then hand over to the upcasting
-/// decoder of the stream.
-pub(crate) fn parse_data(event_type: &str, version: u16, data: &[u8]) -> Result<serde_json::Value, super::DecodeError> {
-    serde_json::from_slice(data).map_err(|source| super::DecodeError::Malformed {
-        event_type: event_type.to_owned(),
-        version,
-        source,
-    })
-}

@@ -17,7 +17,7 @@ use crate::domain::common::{
     PlacementId, Role, ShortText, iso_date,
 };
 use crate::domain::error::DecodeError;
-use crate::domain::events_macro::{event_enum, parse_data};
+use crate::domain::events_macro::event_enum;
 use crate::domain::programme::ProgrammeKind;
 
 // ---------------------------------------------------------------------------------------------
@@ -502,20 +502,13 @@ event_enum! {
 impl CourseEvent {
     /// Reads a stored payload, upcasting old schema versions to the current type.
     pub fn decode(event_type: &str, schema_version: u16, data: &[u8]) -> Result<Self, DecodeError> {
-        let current = Self::TYPES.iter().find(|(t, _)| *t == event_type).map(|(_, v)| *v);
-        if current != Some(schema_version) {
-            // Old versions (upcasts) and unknown types take the general path.
-            let value = parse_data(event_type, schema_version, data)?;
-            return Self::decode_value(event_type, schema_version, value);
+        // Upcasts: one arm per superseded (type, version).
+        if let ("ContactLogged", 1) = (event_type, schema_version) {
+            return serde_json::from_slice::<ContactLoggedV1>(data).map(|v1| Self::ContactLogged(v1.into())).map_err(
+                |source| DecodeError::Malformed { event_type: event_type.to_owned(), version: schema_version, source },
+            );
         }
-        match Self::decode_current_bytes(event_type, data) {
-            Some(result) => result.map_err(|source| DecodeError::Malformed {
-                event_type: event_type.to_owned(),
-                version: schema_version,
-                source,
-            }),
-            None => Err(DecodeError::UnknownEventType(event_type.to_owned())),
-        }
+        Self::decode_current_version(event_type, schema_version, data)
     }
 
     /// As [`decode`](Self::decode), from an already parsed JSON value.
