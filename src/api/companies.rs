@@ -4,8 +4,8 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
-use super::courses::created;
-use super::extract::{Caller, default_id, from_value, json_value, path_id, write_options};
+use super::courses::idempotent_write;
+use super::extract::{Caller, default_id, from_value, json_value, path_id};
 use super::problem::{ApiError, Problem};
 use crate::app::{Permission, Written, access};
 use crate::domain::company::{CompanyRegistered, MentorRegistered, RelationalCapacityAssessed};
@@ -19,26 +19,19 @@ async fn company_write<T: DeserializeOwned>(
     id: Option<CompanyId>,
     command: fn(T) -> CompanyCommand,
 ) -> Result<HttpResponse, ApiError> {
-    let key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
-    let fingerprint = [req.method().as_str().as_bytes(), req.path().as_bytes(), body];
-    state
-        .idem
-        .run(caller.0.account_id, key, &fingerprint, || async {
-            let mut v = json_value(req, body)?;
-            let opts = write_options(req, &mut v)?;
-            let id = match id {
-                Some(id) => id,
-                None => CompanyId(path_id(req, "company_id")?),
-            };
-            let payload: T = from_value(v)?;
-            let mut w = state.app.execute_company(&caller.0, id, command(payload), opts).await?;
-            if req.path() == "/v1/companies" {
-                w.id = Some(id.0);
-            }
-            state.after_write(w.position).await;
-            Ok(created(&w))
-        })
-        .await
+    idempotent_write(state, caller, req, body, |v, opts| async move {
+        let id = match id {
+            Some(id) => id,
+            None => CompanyId(path_id(req, "company_id")?),
+        };
+        let payload: T = from_value(v)?;
+        let mut w = state.app.execute_company(&caller.0, id, command(payload), opts).await?;
+        if req.path() == "/v1/companies" {
+            w.id = Some(id.0);
+        }
+        Ok(w)
+    })
+    .await
 }
 
 /// Register a company (social-economic enterprise or ordinary company).

@@ -48,6 +48,45 @@ async fn course_write<T: DeserializeOwned>(
     spec: WriteSpec<T>,
     course: Option<CourseId>,
 ) -> Result<HttpResponse, ApiError> {
+    idempotent_write(state, caller, req, body, |mut v, opts| async move {
+        for (param, field) in spec.bind {
+            bind_id(&mut v, field, path_id(req, param)?)?;
+        }
+        for field in spec.generate {
+            default_id(&mut v, field)?;
+        }
+        let new_id = spec
+            .generate
+            .first()
+            .and_then(|f| v.get(*f))
+            .and_then(|s| s.as_str())
+            .and_then(|s| uuid::Uuid::try_parse(s).ok());
+        let course = match course {
+            Some(c) => c,
+            None => CourseId(path_id(req, "id")?),
+        };
+        let payload: T = from_value(v)?;
+        let mut w = state.app.execute_course(&caller.0, course, (spec.command)(payload), opts).await?;
+        w.id = new_id;
+        Ok(w)
+    })
+    .await
+}
+
+/// The shape every write shares: `Idempotency-Key` (a retry gets the stored response), the JSON
+/// body split into the event's fields and the write metadata, then `write` decides and appends;
+/// the answer is `201` once the projections have seen the write (read-your-writes).
+pub(super) async fn idempotent_write<'a, F, Fut>(
+    state: &'a AppState,
+    caller: &'a Caller,
+    req: &'a HttpRequest,
+    body: &'a [u8],
+    write: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce(serde_json::Value, crate::app::WriteOptions) -> Fut,
+    Fut: std::future::Future<Output = Result<Written, ApiError>>,
+{
     let key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
     let fingerprint = [req.method().as_str().as_bytes(), req.path().as_bytes(), body];
     state
@@ -55,25 +94,7 @@ async fn course_write<T: DeserializeOwned>(
         .run(caller.0.account_id, key, &fingerprint, || async {
             let mut v = json_value(req, body)?;
             let opts = write_options(req, &mut v)?;
-            for (param, field) in spec.bind {
-                bind_id(&mut v, field, path_id(req, param)?)?;
-            }
-            for field in spec.generate {
-                default_id(&mut v, field)?;
-            }
-            let new_id = spec
-                .generate
-                .first()
-                .and_then(|f| v.get(*f))
-                .and_then(|s| s.as_str())
-                .and_then(|s| uuid::Uuid::try_parse(s).ok());
-            let course = match course {
-                Some(c) => c,
-                None => CourseId(path_id(req, "id")?),
-            };
-            let payload: T = from_value(v)?;
-            let mut w = state.app.execute_course(&caller.0, course, (spec.command)(payload), opts).await?;
-            w.id = new_id;
+            let w = write(v, opts).await?;
             state.after_write(w.position).await;
             Ok(created(&w))
         })
