@@ -127,13 +127,25 @@ pub async fn contact_history(
     if !(1..=200).contains(&limit) {
         return Err(ApiError::InvalidParameter("limit must be 1..=200".into()));
     }
+    // The page is a function of the course's version and the query (events are immutable), so
+    // a client revalidating an unchanged page gets its 304 before any of it is rendered.
+    let tag = |version: u64| {
+        super::version_tag(&[b"contacts", course.0.as_bytes(), &version.to_be_bytes(), req.query_string().as_bytes()])
+    };
+    if let Some(v) = state.projections.course_version(course)
+        && super::if_none_match(&req, &tag(v))
+    {
+        use_.record(&state, &caller, &req, Some(course)).await;
+        return Ok(HttpResponse::NotModified().insert_header(("ETag", tag(v))).finish());
+    }
     let page = state
         .projections
         .contact_history(course, &filter, q.cursor.as_deref(), limit)
         .map_err(projection_error)?
         .ok_or(ApiError::NotFound)?;
     use_.record(&state, &caller, &req, Some(course)).await;
-    super::etag_json(&req, &page)
+    let tag = tag(page.course_version);
+    super::tagged_json(&req, tag, &page)
 }
 
 /// Contacts per ISO week and month by role, channel, direction and outreach; days since the

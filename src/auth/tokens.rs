@@ -8,7 +8,8 @@
 //! account still exists, is enabled and holds the role in the token is checked by the caller
 //! against the registry.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -28,6 +29,8 @@ use crate::domain::Role;
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// The most clock skew we forgive on `exp`, `nbf` and `iat`.
 pub const MAX_LEEWAY_SECS: u64 = 30;
+/// How many of our verified tokens are remembered (see `TokenService::verified`).
+const VERIFIED_CACHE_ENTRIES: usize = 8192;
 
 /// The claims of our access tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +68,22 @@ pub(crate) struct TokenService {
     leeway: i64,
     validation: Validation,
     external: Vec<PreparedIdp>,
+    /// Our tokens whose signature, issuer and audience have been checked, by their exact text.
+    /// An Ed25519 verification costs more than the rest of a page read, and a client sends the
+    /// same token for its whole lifetime; the times are still checked on every use, and the
+    /// account by the caller. Any changed byte misses, so nothing unverified is ever trusted.
+    /// Bounded: when full it is emptied, which costs one verification per live token.
+    verified: RwLock<HashMap<Box<str>, OwnClaims>>,
+}
+
+/// What an already verified token of ours said.
+#[derive(Debug, Clone, Copy)]
+struct OwnClaims {
+    account_id: Uuid,
+    role: Role,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
 }
 
 impl TokenService {
@@ -88,7 +107,15 @@ impl TokenService {
         if external.iter().any(|i| i.config.issuer == issuer) {
             return Err(AuthError::Config("an external identity provider cannot use our own issuer".into()));
         }
-        Ok(Self { keys, issuer, audience, leeway: leeway_secs.min(MAX_LEEWAY_SECS) as i64, validation, external })
+        Ok(Self {
+            keys,
+            issuer,
+            audience,
+            leeway: leeway_secs.min(MAX_LEEWAY_SECS) as i64,
+            validation,
+            external,
+            verified: RwLock::new(HashMap::new()),
+        })
     }
 
     pub fn jwks(&self) -> serde_json::Value {
@@ -126,6 +153,11 @@ impl TokenService {
         if token.len() > MAX_TOKEN_LEN || token.is_empty() {
             return Err(AuthError::InvalidToken);
         }
+        let cached = self.verified.read().unwrap_or_else(|p| p.into_inner()).get(token).copied();
+        if let Some(c) = cached {
+            check_times(now, Some(c.exp), Some(c.nbf), Some(c.iat), self.leeway)?;
+            return Ok(Verified::Own { account_id: c.account_id, role: c.role, iat: c.iat });
+        }
         // Route by issuer. The claims are read unverified only to pick the keys; everything is
         // verified with those keys and the issuer is pinned again in the validation.
         #[derive(Deserialize)]
@@ -155,6 +187,11 @@ impl TokenService {
         let c = data.claims;
         check_times(now, Some(c.exp), Some(c.nbf), Some(c.iat), self.leeway)?;
         let account_id = Uuid::try_parse(&c.sub).map_err(|_| AuthError::InvalidToken)?;
+        let mut cache = self.verified.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= VERIFIED_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(token.into(), OwnClaims { account_id, role: c.role, iat: c.iat, nbf: c.nbf, exp: c.exp });
         Ok(Verified::Own { account_id, role: c.role, iat: c.iat })
     }
 }

@@ -481,6 +481,17 @@ impl EventLog {
         }
     }
 
+    /// The event at a global position, if it is committed.
+    pub fn read_position(&self, position: u64) -> Result<Option<Envelope>, ReadError> {
+        if position == 0 || position > self.committed() {
+            return Ok(None);
+        }
+        match self.inner.index.loc(position) {
+            None => Ok(None),
+            Some(loc) => self.inner.shared.read_loc(loc).map(Some).map_err(ReadError::Damaged),
+        }
+    }
+
     /// Up to `limit` events of a stream from `from_version` (inclusive), oldest first, or newest
     /// first when `backward` (then `from_version = u64::MAX` means "from the end").
     pub fn read_stream(

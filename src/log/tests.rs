@@ -455,4 +455,9 @@ fn a_persisted_index_reloads_and_an_old_one_catches_up_across_blocks() {
     }
     let any = log.read_all(12_345, 1).unwrap();
     assert_eq!(log.read_event(any[0].event_id).unwrap().unwrap().position, 12_345);
+    let at = log.read_position(12_345).unwrap().unwrap();
+    assert_eq!((at.position, at.event_id), (12_345, any[0].event_id));
+    assert_eq!(log.read_position(13_000).unwrap().unwrap().position, 13_000);
+    assert!(log.read_position(0).unwrap().is_none());
+    assert!(log.read_position(13_001).unwrap().is_none(), "past the head");
 }

@@ -57,8 +57,8 @@ use uuid::Uuid;
 
 pub use course::{CourseView, Recorded};
 pub use views::{
-    ActionItem, ActionState, ComplianceState, ContactFrequency, CourseStatus, Cursor, HistoryFilter, HistoryPage,
-    MyCourse,
+    ActionItem, ActionState, ComplianceState, ContactFrequency, CourseStatus, Cursor, EventDetail, HistoryFilter,
+    HistoryPage, MyCourse,
 };
 
 use crate::clock::SharedClock;
@@ -778,20 +778,28 @@ impl Projections {
             Some(c) => Some(Cursor::decode(c).ok_or_else(|| ProjectionError::Log("malformed cursor".into()))?),
             None => None,
         };
-        let (mut items, next) = {
+        let (mut items, next, course_version) = {
             let st = self.read();
             let Some(view) = st.courses.get(&id) else { return Ok(None) };
-            views::history_page(view, filter, after, limit.clamp(1, 500))
+            let (items, next) = views::history_page(view, filter, after, limit.clamp(1, 500));
+            (items, next, view.version)
         };
         for item in &mut items {
-            item.detail = self.detail(item.source_event_id);
+            // An uncorrected item shows its own event, found by position (a direct index);
+            // a corrected one shows the correction, found by id.
+            let at = (item.source_event_id == item.event_id).then_some(item.position);
+            item.detail = self.detail(item.source_event_id, at);
         }
-        Ok(Some(HistoryPage { items, next_cursor: next.map(|c| c.encode()) }))
+        Ok(Some(HistoryPage { items, next_cursor: next.map(|c| c.encode()), course_version }))
     }
 
     /// The effective payload of an observation: the event itself, or a correction's replacement.
-    fn detail(&self, event_id: Uuid) -> Option<CourseEvent> {
-        let env = match self.inner.log.read_event(event_id) {
+    fn detail(&self, event_id: Uuid, position: Option<u64>) -> Option<EventDetail> {
+        let read = match position.map(|p| self.inner.log.read_position(p)) {
+            Some(Ok(Some(e))) if e.event_id == event_id => Ok(Some(e)),
+            _ => self.inner.log.read_event(event_id),
+        };
+        let env = match read {
             Ok(Some(env)) => env,
             Ok(None) => return None,
             Err(e) => {
@@ -799,14 +807,22 @@ impl Projections {
                 return None;
             }
         };
+        if let Some(d) = EventDetail::stored(&env.event_type, env.schema_version, &env.data) {
+            return Some(d);
+        }
         match CourseEvent::decode(&env.event_type, env.schema_version, &env.data) {
-            Ok(CourseEvent::EventCorrected(c)) => Some(*c.replacement),
-            Ok(e) => Some(e),
+            Ok(CourseEvent::EventCorrected(c)) => EventDetail::of(&c.replacement),
+            Ok(e) => EventDetail::of(&e),
             Err(_) => {
                 warn_bad(&env);
                 None
             }
         }
+    }
+
+    /// The stream version of a course as folded so far.
+    pub fn course_version(&self, id: CourseId) -> Option<u64> {
+        self.read().courses.get(&id).map(|v| v.version)
     }
 
     /// Current participants of a course (account and role), for access control.

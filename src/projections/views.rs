@@ -744,7 +744,52 @@ pub struct HistoryItem {
     pub wellbeing: Option<u8>,
     pub meeting_kind: Option<MeetingKind>,
     /// The full (effective) payload, texts included, read from the log when the page is served.
-    pub detail: Option<CourseEvent>,
+    pub detail: Option<EventDetail>,
+}
+
+/// An event as shown in a page, already written as JSON: `{"event_type", "schema_version",
+/// "data"}`, the same shape as a serialised [`CourseEvent`].
+///
+/// A payload stored in its type's current schema version is served as the log holds it, which
+/// is exactly what `CourseEvent::to_data` wrote: decoding it only to encode it again cost more
+/// than the rest of a history page. Older versions and corrections go through the decoder (the
+/// upcast, the replacement), so a reader always sees the current schema.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventDetail(Box<serde_json::value::RawValue>);
+
+impl EventDetail {
+    /// A decoded event, serialised.
+    pub fn of(event: &CourseEvent) -> Option<Self> {
+        let json = serde_json::to_string(event).ok()?;
+        serde_json::value::RawValue::from_string(json).ok().map(Self)
+    }
+
+    /// A stored payload that is in the current schema version of its type, without decoding it.
+    /// `None` when the type is not a course event in its current version (the caller decodes),
+    /// or the bytes are not JSON (a redacted payload is empty).
+    pub fn stored(event_type: &str, schema_version: u16, data: &[u8]) -> Option<Self> {
+        let current = CourseEvent::TYPES.iter().any(|(t, v)| *t == event_type && *v == schema_version);
+        if !current || event_type == "EventCorrected" {
+            return None;
+        }
+        let data = std::str::from_utf8(data).ok()?;
+        // Type names are identifiers (`TYPES` above), so they need no escaping.
+        let json = format!(r#"{{"event_type":"{event_type}","schema_version":{schema_version},"data":{data}}}"#);
+        // Checks the syntax (a cheap scan, not a decode), so a page is always valid JSON.
+        serde_json::value::RawValue::from_string(json).ok().map(Self)
+    }
+
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for EventDetail {
+    fn eq(&self, other: &Self) -> bool {
+        self.json() == other.json()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -752,6 +797,9 @@ pub struct HistoryPage {
     pub items: Vec<HistoryItem>,
     /// Pass back to get the next page; `None` at the end.
     pub next_cursor: Option<String>,
+    /// The course's stream version the page was rendered at (for the ETag; not shown).
+    #[serde(skip)]
+    pub course_version: u64,
 }
 
 fn matches(view: &CourseView, o: &Observation, f: &HistoryFilter) -> bool {
@@ -835,14 +883,36 @@ pub fn history_page(
     after: Option<Cursor>,
     limit: usize,
 ) -> (Vec<HistoryItem>, Option<Cursor>) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
     let key = |o: &Observation| Cursor { occurred_at: o.occurred_at, position: o.position };
-    let mut hits: Vec<&Observation> =
-        view.observations.iter().filter(|o| after.is_none_or(|c| key(o) < c) && matches(view, o, filter)).collect();
-    hits.sort_unstable_by_key(|o| std::cmp::Reverse(key(o)));
+    // The newest `limit + 1` matches, without collecting and sorting every observation of a
+    // long course: a min-heap of the best so far. Observations are in log order, which is
+    // nearly time order, so walking newest first rejects almost everything after the first
+    // `limit` at one comparison.
+    let mut best: BinaryHeap<Reverse<(Cursor, usize)>> = BinaryHeap::with_capacity(limit + 2);
+    for (i, o) in view.observations.iter().enumerate().rev() {
+        let k = key(o);
+        if after.is_some_and(|c| k >= c) {
+            continue;
+        }
+        if best.len() > limit && best.peek().is_some_and(|Reverse((min, _))| k <= *min) {
+            continue;
+        }
+        if !matches(view, o, filter) {
+            continue;
+        }
+        best.push(Reverse((k, i)));
+        if best.len() > limit + 1 {
+            best.pop();
+        }
+    }
+    let mut hits: Vec<(Cursor, usize)> = best.into_iter().map(|Reverse(h)| h).collect();
+    hits.sort_unstable_by_key(|h| Reverse(h.0));
     let more = hits.len() > limit;
     hits.truncate(limit);
-    let next = if more { hits.last().map(|o| key(o)) } else { None };
-    (hits.into_iter().filter_map(item).collect(), next)
+    let next = if more { hits.last().map(|h| h.0) } else { None };
+    (hits.into_iter().filter_map(|(_, i)| item(&view.observations[i])).collect(), next)
 }
 
 // ---------------------------------------------------------------------------------------------

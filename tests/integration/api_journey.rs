@@ -129,6 +129,18 @@ fn the_journey() {
     );
     assert_eq!(r.status, 201, "{:?}", r.body);
     assert_eq!(r.header("etag"), Some(format!("\"{}\"", current.parse::<u64>().unwrap() + 1).as_str()));
+    // The history changed, so the tag the caseworker holds no longer matches.
+    let changed = app.get_with(
+        &w.caseworker.1,
+        &format!("/v1/courses/{}/contacts?limit=50", w.course),
+        &[("if-none-match", &etag)],
+    );
+    assert_eq!(changed.status, 200);
+    assert_eq!(changed.body["items"].as_array().map(Vec::len), Some(3), "{:?}", changed.body);
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+    // Another query of the same course is another representation, with its own tag.
+    let short = app.get(&w.caseworker.1, &format!("/v1/courses/{}/contacts?limit=1", w.course));
+    assert_ne!(short.header("etag"), changed.header("etag"));
     let mine = app.get(&w.mentor.1, "/v1/me/courses");
     assert_eq!(mine.body.as_array().map(Vec::len), Some(1), "{:?}", mine.body);
 
