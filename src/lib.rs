@@ -11,6 +11,8 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
+#[doc(hidden)]
+pub mod bench_support;
 pub mod cli;
 pub mod clock;
 pub mod domain;

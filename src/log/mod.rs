@@ -31,6 +31,8 @@ pub use envelope::{
 };
 pub use index::{IndexError, Loc, StreamHead};
 pub use record::{MAX_DATA, decode_payload, frame_head};
+#[doc(hidden)] // for benches/hot_paths.rs
+pub use record::{RecordHeader, crc_ok, encode_frame};
 pub use segment::ChainTip;
 pub use stream::{InvalidStreamId, StreamId};
 

@@ -23,8 +23,9 @@ fn text<const N: usize>(s: &str) -> Result<crate::domain::Text<N>, String> {
     crate::domain::Text::try_from(s).map_err(|e| e.to_string())
 }
 
-pub(super) struct Gen {
-    pub(super) n: u64,
+#[doc(hidden)] // also generates the history of benches/hot_paths.rs
+pub struct Gen {
+    pub n: u64,
 }
 
 impl Gen {
@@ -47,7 +48,8 @@ fn ev(event: &CourseEvent, id: Uuid, actor: (AccountId, Role), at: OffsetDateTim
 }
 
 /// One course's events, in order.
-pub(super) fn course_events(g: &mut Gen, c: u64, per_course: u64) -> Result<Vec<NewEvent>, String> {
+#[doc(hidden)]
+pub fn course_events(g: &mut Gen, c: u64, per_course: u64) -> Result<Vec<NewEvent>, String> {
     let course = CourseId(Uuid::from_u128(0xC0_0000 + u128::from(c)));
     let yp = AccountId(Uuid::from_u128(0x1_0000_0000 + u128::from(c)));
     let cw = (AccountId(Uuid::from_u128(0x2_0000 + u128::from(c % 200))), Role::Caseworker);
