@@ -21,7 +21,7 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use vivirk::api::{ApiError, etag_json};
+use vivirk::api::{ApiError, etag_json, tagged_json, version_tag};
 use vivirk::app::{AppError, Permission, Principal, Vivirk, access, decode_course};
 use vivirk::auth::{Auth, AuthConfig};
 use vivirk::bench_support::{Tokens, parse_write};
@@ -539,12 +539,24 @@ mod projection {
         bencher.bench_local(|| serde_json::to_vec(black_box(event)).map(|v| v.len()));
     }
 
-    /// The page as the handler answers it: JSON, a SHA-256 ETag, the response.
+    /// The page as the handler answers it: a version ETag, the JSON, the response.
     #[divan::bench]
     fn history_page_50_response(bencher: Bencher) {
         let page = history_page();
+        let req = actix_web::test::TestRequest::get().uri("/v1/courses/x/contacts?limit=50").to_http_request();
+        bencher.bench_local(|| {
+            let tag = version_tag(&[b"contacts", &page.course_version.to_be_bytes(), req.query_string().as_bytes()]);
+            tagged_json(&req, tag, black_box(&page)).map(|r| r.status())
+        });
+    }
+
+    /// A small JSON response with an ETag over its bytes (course status and the other reads).
+    #[divan::bench]
+    fn course_status_response(bencher: Bencher) {
+        let f = fx();
+        let status = f.projections.course_status(f.course);
         let req = actix_web::test::TestRequest::get().to_http_request();
-        bencher.bench_local(|| etag_json(&req, black_box(&page)).map(|r| r.status()));
+        bencher.bench_local(|| etag_json(&req, black_box(&status)).map(|r| r.status()));
     }
 
     /// `GET /v1/courses/{id}`' read.
@@ -580,11 +592,22 @@ mod projection {
 mod auth {
     use super::*;
 
-    /// Our EdDSA access token: issuer peek, header, Ed25519 signature, claims, times.
+    /// A token seen before (every request after a client's first): the remembered verification
+    /// and the times.
     #[divan::bench]
     fn jwt_verify(bencher: Bencher) {
         let f = fx();
         bencher.bench_local(|| f.tokens.verify(black_box(&f.mentor_token), f.now).map(|(id, _)| id));
+    }
+
+    /// A token's first use: issuer peek, header, Ed25519 signature, claims, times (each
+    /// iteration gets a token never seen, issued outside the timing).
+    #[divan::bench]
+    fn jwt_verify_first_use(bencher: Bencher) {
+        let f = fx();
+        bencher
+            .with_inputs(|| f.tokens.issue(Uuid::new_v4(), Role::Mentor, f.now).unwrap_or_default())
+            .bench_local_refs(|t| f.tokens.verify(black_box(t), f.now).map(|(id, _)| id));
     }
 
     /// The floor under `jwt_verify`: the Ed25519 signature check alone (ed25519-dalek).
