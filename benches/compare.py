@@ -437,6 +437,7 @@ def main():
     os.chmod(a.work, 0o755)  # the postgres user must reach its data directory
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     nproc = os.cpu_count()
+    load_start = open("/proc/loadavg").read().split()[:3]
     fs = sh(["stat", "-f", "-c", "%T", a.work]).strip()
     dev = sh(["df", "--output=source", a.work]).splitlines()[-1].strip()
     log(f"vivirk vs PostgreSQL: {a.events:,} events over {a.courses:,} courses, {a.connections} connections, "
@@ -613,7 +614,9 @@ def main():
     md = [f"## vivirk vs PostgreSQL — {now.strftime('%Y-%m-%d %H:%M')}", "",
           f"{a.events:,} events over {a.courses:,} courses; {a.connections} connections; {a.seconds} s per run, "
           f"{rounds} alternated rounds after a {a.warmup} s warm-up; {nproc} cores shared with the load generators "
-          f"(wrk -t2, pgbench -j 2); data on {dev} ({fs}). Medians over the rounds; latency p50 / p99.", "",
+          f"(wrk -t2, pgbench -j 2); data on {dev} ({fs}). Load average at the start {' '.join(load_start)}, "
+          f"at the end {' '.join(open('/proc/loadavg').read().split()[:3])} (anything well above 2 means other "
+          "work shared the cores). Medians over the rounds; latency p50 / p99.", "",
           "| figure | vivirk | PostgreSQL 15 | ratio | target | result |", "|---|---:|---:|---:|---|---|"]
     md += ["| " + " | ".join(r) + " |" for r in rows_md]
     md += ["", "Rounds (req/s or tx/s, p50 / p99 ms):", "", "| round | load | vivirk | PostgreSQL | vivirk none |",
