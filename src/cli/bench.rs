@@ -15,6 +15,9 @@ use crate::log::{Durability, EventLog, ExpectedVersion, LogActor, LogConfig, Met
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// A data directory for `benches/compare.sh`: generated courses with real accounts.
+    #[command(hide = true)]
+    Seed(super::seed::SeedArgs),
     /// The projections: rebuild speed, contact-history pages and course status reads.
     Projections {
         #[arg(long)]
@@ -47,6 +50,7 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> ExitCode {
     match cmd {
+        BenchCommand::Seed(args) => super::seed::run(args),
         BenchCommand::Projections { dir, events, courses } => {
             let (dir, remove) = match dir {
                 Some(d) => (d, false),

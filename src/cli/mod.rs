@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod debug;
 mod demo;
+mod seed;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -47,15 +47,40 @@ fn ev(event: &CourseEvent, id: Uuid, actor: (AccountId, Role), at: OffsetDateTim
     }
 }
 
+/// The id of generated course `c`.
+pub(crate) fn course_id(c: u64) -> CourseId {
+    CourseId(Uuid::from_u128(0xC0_0000 + u128::from(c)))
+}
+
+/// The caseworker and mentor of a generated course, when they must be real accounts (so that
+/// their tokens can read and write it: `vivirk bench seed`). Everyone else stays a bare id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Staff {
+    pub(crate) caseworker: AccountId,
+    pub(crate) mentor: AccountId,
+}
+
 /// One course's events, in order.
 #[doc(hidden)]
 pub fn course_events(g: &mut Gen, c: u64, per_course: u64) -> Result<Vec<NewEvent>, String> {
-    let course = CourseId(Uuid::from_u128(0xC0_0000 + u128::from(c)));
+    course_events_staffed(g, c, per_course, None)
+}
+
+/// One course's events, in order, with `staff` as its caseworker and mentor if given.
+pub(crate) fn course_events_staffed(
+    g: &mut Gen,
+    c: u64,
+    per_course: u64,
+    staff: Option<Staff>,
+) -> Result<Vec<NewEvent>, String> {
+    let course = course_id(c);
     let yp = AccountId(Uuid::from_u128(0x1_0000_0000 + u128::from(c)));
-    let cw = (AccountId(Uuid::from_u128(0x2_0000 + u128::from(c % 200))), Role::Caseworker);
+    let cw = staff.map_or(AccountId(Uuid::from_u128(0x2_0000 + u128::from(c % 200))), |s| s.caseworker);
+    let cw = (cw, Role::Caseworker);
     let yc = (AccountId(Uuid::from_u128(0x3_0000 + u128::from(c % 150))), Role::YouthCoordinator);
     let teacher = (AccountId(Uuid::from_u128(0x4_0000 + u128::from(c % 300))), Role::Teacher);
-    let mentor = (AccountId(Uuid::from_u128(0x5_0000 + u128::from(c % 1000))), Role::Mentor);
+    let mentor = staff.map_or(AccountId(Uuid::from_u128(0x5_0000 + u128::from(c % 1000))), |s| s.mentor);
+    let mentor = (mentor, Role::Mentor);
     let company = CompanyId(Uuid::from_u128(0x6_0000 + u128::from(c % 400)));
     let start = datetime!(2025-01-06 08:00 UTC) + Duration::days((c % 60) as i64);
     let mut at = start;
@@ -234,6 +259,28 @@ pub fn course_events(g: &mut Gen, c: u64, per_course: u64) -> Result<Vec<NewEven
     Ok(out)
 }
 
+/// Appends the streams' events interleaved, as real traffic would, a few events per append.
+/// Returns how many were appended.
+pub(crate) fn append_interleaved(log: &EventLog, streams: Vec<(StreamId, Vec<NewEvent>)>) -> Result<u64, String> {
+    let mut iters: Vec<_> = streams.into_iter().map(|(s, e)| (s, e.into_iter())).collect();
+    let mut appended = 0u64;
+    loop {
+        let mut any = false;
+        for (s, it) in &mut iters {
+            let batch: Vec<NewEvent> = it.by_ref().take(10).collect();
+            if batch.is_empty() {
+                continue;
+            }
+            any = true;
+            appended += batch.len() as u64;
+            log.append_blocking(s, ExpectedVersion::Any, batch).map_err(|e| e.to_string())?;
+        }
+        if !any {
+            return Ok(appended);
+        }
+    }
+}
+
 /// CPU seconds used so far by the whole process (all threads, user + system). The machine may
 /// be shared, so the bench prints this next to wall-clock times.
 fn cpu_seconds() -> f64 {
@@ -272,27 +319,10 @@ pub fn run(dir: &Path, total: u64, courses: u64) -> Result<(), String> {
         let streams: Vec<_> = (0..courses)
             .map(|c| {
                 let events = course_events(&mut g, c, per_course)?;
-                Ok((StreamId::for_entity("course", Uuid::from_u128(0xC0_0000 + u128::from(c))), events))
+                Ok((StreamId::for_entity("course", course_id(c).0), events))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        // Interleave courses in the log, as real traffic does, a few events per append.
-        let mut iters: Vec<_> = streams.into_iter().map(|(s, e)| (s, e.into_iter())).collect();
-        let mut appended = 0u64;
-        loop {
-            let mut any = false;
-            for (s, it) in &mut iters {
-                let batch: Vec<NewEvent> = it.by_ref().take(10).collect();
-                if batch.is_empty() {
-                    continue;
-                }
-                any = true;
-                appended += batch.len() as u64;
-                log.append_blocking(s, ExpectedVersion::Any, batch).map_err(|e| e.to_string())?;
-            }
-            if !any {
-                break;
-            }
-        }
+        let appended = append_interleaved(&log, streams)?;
         println!("  generated {appended} events in {:.1}s", started.elapsed().as_secs_f64());
     }
     let head = log.committed();
