@@ -7,6 +7,11 @@
 //! - [`audit`]: signed checkpoints, exports and their offline verification, the access log.
 //! - [`api`]: the HTTP API; [`settings`], [`serve`] and [`cli`] wire it to the command line.
 
+/// The page cache each sled store may keep. sled defaults to 1 GiB per store, and we open
+/// several: everything sled holds is derived and served from memory or read once at start, so a
+/// small cache costs nothing on the request path and keeps the resident set bounded.
+pub const SLED_CACHE: u64 = 16 << 20;
+
 pub mod api;
 pub mod app;
 pub mod audit;

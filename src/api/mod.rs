@@ -94,12 +94,14 @@ impl Application {
         tracing::info!(head = report.head, caught_up = report.index_caught_up, "log open");
         let app_db = sled::Config::new()
             .path(settings.data_dir.join("app"))
+            .cache_capacity(crate::SLED_CACHE)
             .flush_every_ms(Some(1000))
             .open()
             .map_err(|e| StartError::Store(format!("app store: {e}")))?;
         let idem_tree = app_db.open_tree("idempotency").map_err(|e| StartError::Store(e.to_string()))?;
         let auth_db = sled::Config::new()
             .path(settings.data_dir.join("auth"))
+            .cache_capacity(crate::SLED_CACHE)
             .flush_every_ms(Some(1000))
             .open()
             .map_err(|e| StartError::Store(format!("session store: {e}")))?;

@@ -127,8 +127,14 @@ impl<K: std::hash::Hash + Eq + Copy, S: Default> Cache<K, S> {
             return s.clone();
         }
         if map.len() >= self.capacity {
-            // Drop slots nobody holds; cheap and good enough for a cache that is never wrong.
-            map.retain(|_, s| Arc::strong_count(s) > 1);
+            // Drop about half of the slots nobody holds (every other one in the map's arbitrary
+            // order): cheap, never wrong, and unlike dropping all of them it does not turn a
+            // working set just over the capacity into a miss on every request.
+            let mut drop_this = false;
+            map.retain(|_, s| {
+                drop_this = !drop_this;
+                Arc::strong_count(s) > 1 || !drop_this
+            });
         }
         let s = Arc::new(tokio::sync::Mutex::new(Slot::default()));
         map.insert(key, s.clone());
@@ -245,7 +251,7 @@ impl StreamKind for Companies {
 
 impl Vivirk {
     pub fn new(log: EventLog, clock: SharedClock) -> Self {
-        Vivirk { log, clock, courses: Cache::new(4096), companies: Cache::new(1024) }
+        Vivirk { log, clock, courses: Cache::new(16_384), companies: Cache::new(1024) }
     }
 
     /// Reads the stream's events after `slot.version` and applies them.

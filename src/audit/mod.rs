@@ -128,7 +128,11 @@ impl AuditStore {
     pub fn open(data_dir: &Path) -> Result<Self, AuditError> {
         // No background flush: the access writer and the checkpoint signer flush themselves,
         // at the moments that define what a crash may lose.
-        let db = sled::Config::new().path(data_dir.join(AUDIT_DIR)).flush_every_ms(None).open()?;
+        let db = sled::Config::new()
+            .path(data_dir.join(AUDIT_DIR))
+            .cache_capacity(crate::SLED_CACHE)
+            .flush_every_ms(None)
+            .open()?;
         Ok(AuditStore {
             checkpoints: db.open_tree("checkpoints")?,
             access: db.open_tree("access")?,

@@ -102,7 +102,7 @@ impl Index {
     pub fn open(path: &Path) -> Result<Self, IndexError> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(64 << 20)
+            .cache_capacity(crate::SLED_CACHE)
             // sled writes its own log in the background; we never wait for it.
             .flush_every_ms(Some(1000))
             .open()?;

@@ -372,7 +372,7 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<(u64, HashMap<CourseId, Cour
 }
 
 fn open_store(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), sled::Error> {
-    let db = sled::Config::new().path(dir).cache_capacity(256 << 20).open()?;
+    let db = sled::Config::new().path(dir).cache_capacity(crate::SLED_CACHE).open()?;
     let tree = db.open_tree("views")?;
     Ok((db, tree))
 }
