@@ -273,9 +273,10 @@ impl EventLog {
             let bytes = std::fs::read(&path).map_err(dir_err(&path))?;
             let before = (first == 1).then(ChainTip::default);
             let scan = segment::scan(&bytes, &path, before)?;
-            if scan.tip.position + 1 == first && list.len() > 1 {
-                // A segment created by a roll whose first batch never made it: nothing in it was
-                // acknowledged. Drop it and recover the sealed one before it.
+            if scan.end == HEADER_LEN && list.len() > 1 {
+                // A segment created by a roll whose first batch never made it (or never started):
+                // nothing in it was acknowledged. Drop it and recover the sealed one before it.
+                // (Scanned without its predecessor, an empty segment cannot know the chain's tip.)
                 tracing::warn!(segment = %path.display(), "removing an empty last segment left by a crash");
                 std::fs::remove_file(&path).map_err(dir_err(&path))?;
                 list.pop();

@@ -461,3 +461,26 @@ fn a_persisted_index_reloads_and_an_old_one_catches_up_across_blocks() {
     assert!(log.read_position(0).unwrap().is_none());
     assert!(log.read_position(13_001).unwrap().is_none(), "past the head");
 }
+
+#[test]
+fn an_empty_last_segment_left_by_a_roll_keeps_the_head() {
+    // A roll creates the next segment (header, preallocated zeros) before the batch that needed
+    // it is written: a crash in between leaves an empty last segment.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.segment_size = 4096;
+    let s = course();
+    let head = {
+        let (log, _) = EventLog::open(cfg.clone()).unwrap();
+        for i in 0..20 {
+            log.append_blocking(&s, ExpectedVersion::Any, vec![ev(i)]).unwrap();
+        }
+        log.head()
+    };
+    segment::create(&tmp.path().join("log"), head.0 + 1, cfg.segment_size).unwrap();
+    let (log, _) = EventLog::open(cfg).unwrap();
+    assert_eq!(log.head(), head);
+    let r = log.append_blocking(&s, ExpectedVersion::Exact(20), vec![ev(1)]).unwrap();
+    assert_eq!(r.first_position, head.0 + 1);
+    assert_eq!(verify::verify_dir(tmp.path(), None).unwrap().events, 21);
+}
