@@ -251,7 +251,7 @@ impl StreamKind for Companies {
 
 impl Vivirk {
     pub fn new(log: EventLog, clock: SharedClock) -> Self {
-        Vivirk { log, clock, courses: Cache::new(16_384), companies: Cache::new(1024) }
+        Vivirk { log, clock, courses: Cache::new(4096), companies: Cache::new(1024) }
     }
 
     /// Reads the stream's events after `slot.version` and applies them.
