@@ -825,6 +825,21 @@ impl Projections {
         self.read().courses.get(&id).map(|v| v.version)
     }
 
+    /// Whether an opened course is visible to the caller, by the same rule as
+    /// `app::access::can_see_course` (auditors see every course, admins none, others the courses
+    /// they hold a role on), from the projection every course has in memory: a read does not
+    /// need the course's decision state, which is cached for only some courses. `None`: no
+    /// such course.
+    pub fn course_visible_to(&self, id: CourseId, account: AccountId, role: Role) -> Option<bool> {
+        let st = self.read();
+        let view = st.courses.get(&id).filter(|v| v.programme.is_some())?;
+        Some(match role {
+            Role::Auditor => true,
+            Role::Admin => false,
+            _ => view.participants.iter().any(|p| p.account_id == account),
+        })
+    }
+
     /// Current participants of a course (account and role), for access control.
     pub fn course_participants(&self, id: CourseId) -> Vec<(AccountId, Role)> {
         self.read()
