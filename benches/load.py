@@ -8,40 +8,9 @@ COURSES courses each with a mentor on a placement, then runs wrk:
 Prints wrk's figures (requests/s, latency p50/p99). Usage:
   benches/load.py [--binary target/release/vivirk] [--seconds 15] [--courses 256] [--durability fsync]
 """
-import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time, urllib.error, urllib.request
+import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time, urllib.request
 
-def call(base, method, path, token=None, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method)
-    req.add_header("content-type", "application/json")
-    if token:
-        req.add_header("authorization", "Bearer " + token)
-    try:
-        with urllib.request.urlopen(req) as r:
-            return json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        sys.exit(f"{method} {path}: {e.code} {e.read().decode(errors='replace')}")
-
-def wrk(args, url, script, seconds, connections):
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
-                         capture_output=True, text=True, check=True).stdout
-    rps = float(next(l for l in out.splitlines() if l.startswith("Requests/sec")).split()[1])
-    lat = {}
-    in_dist = False
-    for l in out.splitlines():
-        if "Latency Distribution" in l:
-            in_dist = True
-            continue
-        if in_dist:
-            parts = l.split()
-            if len(parts) == 2 and parts[0].endswith("%"):
-                v = parts[1]
-                ms = float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
-                lat[parts[0]] = ms
-            else:
-                in_dist = False
-    non2xx = next((l for l in out.splitlines() if "Non-2xx" in l), None)
-    return rps, lat, non2xx, out
+from vivirk_http import call, wrk
 
 def main():
     ap = argparse.ArgumentParser()

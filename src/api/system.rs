@@ -19,11 +19,12 @@ pub async fn healthz() -> HttpResponse {
     (status = 503, description = "Not ready (storage failure or still catching up)")
 ))]
 #[get("/readyz")]
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, super::problem::ApiError> {
     if state.app.log.is_healthy() {
-        HttpResponse::Ok().content_type("text/plain").body("ready")
+        Ok(HttpResponse::Ok().content_type("text/plain").body("ready"))
     } else {
-        HttpResponse::ServiceUnavailable().content_type("text/plain").body("not ready")
+        // A problem, not a bare 503: the bare-error handler would turn that into a 500.
+        Err(crate::app::AppError::Storage("not ready".into()).into())
     }
 }
 
