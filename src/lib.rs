@@ -12,6 +12,17 @@
 /// small cache costs nothing on the request path and keeps the resident set bounded.
 pub const SLED_CACHE: u64 = 16 << 20;
 
+/// Opens a sled database with the bounded cache and, with `flush_every_ms = None`, no background
+/// flusher. sled 0.34 can hang for good in `flush` when two flushes of one database overlap (its
+/// own periodic flusher and an explicit one, or the flush every `Tree` does when dropped; we saw
+/// a test hang in the index's drop). So the derived stores (index, projections) never flush
+/// until they are dropped: what a crash loses of them is caught up from the log. Stores that
+/// want sled's buffers written out (sessions, the access log) say how often, and must then
+/// never flush explicitly as well.
+pub fn open_sled(path: &std::path::Path, flush_every_ms: Option<u64>) -> sled::Result<sled::Db> {
+    sled::Config::new().path(path).cache_capacity(SLED_CACHE).flush_every_ms(flush_every_ms).open()
+}
+
 pub mod api;
 pub mod app;
 pub mod audit;

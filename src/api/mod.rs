@@ -92,18 +92,10 @@ impl Application {
             .await
             .map_err(|e| StartError::Store(e.to_string()))??;
         tracing::info!(head = report.head, caught_up = report.index_caught_up, "log open");
-        let app_db = sled::Config::new()
-            .path(settings.data_dir.join("app"))
-            .cache_capacity(crate::SLED_CACHE)
-            .flush_every_ms(Some(1000))
-            .open()
+        let app_db = crate::open_sled(&settings.data_dir.join("app"), Some(1000))
             .map_err(|e| StartError::Store(format!("app store: {e}")))?;
         let idem_tree = app_db.open_tree("idempotency").map_err(|e| StartError::Store(e.to_string()))?;
-        let auth_db = sled::Config::new()
-            .path(settings.data_dir.join("auth"))
-            .cache_capacity(crate::SLED_CACHE)
-            .flush_every_ms(Some(1000))
-            .open()
+        let auth_db = crate::open_sled(&settings.data_dir.join("auth"), Some(1000))
             .map_err(|e| StartError::Store(format!("session store: {e}")))?;
         let (data_dir, auth_log, auth_clock, auth_config) =
             (settings.data_dir.clone(), log.clone(), clock.clone(), settings.auth.clone());

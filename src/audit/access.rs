@@ -168,7 +168,7 @@ impl AccessStore {
             }
             Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
         })?;
-        self.store.db.flush()?;
+        self.store.flush()?;
         Ok(())
     }
 
@@ -259,7 +259,7 @@ impl AccessStore {
             deleted += batch.len() as u64;
         }
         if deleted > 0 {
-            self.store.db.flush()?;
+            self.store.flush()?;
         }
         Ok(deleted)
     }

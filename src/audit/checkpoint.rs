@@ -262,7 +262,7 @@ impl Checkpoints {
         if r.is_err() {
             return self.latest();
         }
-        self.store.db.flush()?;
+        self.store.flush()?;
         tracing::info!(position, kid = %cp.kid, "signed a checkpoint");
         Ok(Some(cp))
     }

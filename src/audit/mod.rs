@@ -122,22 +122,30 @@ pub struct AuditStore {
     pub(crate) access: sled::Tree,
     /// course id ‖ at ‖ seq → (): the per-course index of `access`.
     pub(crate) access_by_course: sled::Tree,
+    /// The access writer and the checkpoint signer both flush, from different threads; sled
+    /// 0.34 can hang when two flushes of one database overlap (see `crate::open_sled`).
+    flushing: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+impl AuditStore {
+    /// Writes sled's buffers out, one flush at a time.
+    pub(crate) fn flush(&self) -> sled::Result<usize> {
+        let _one = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        self.db.flush()
+    }
 }
 
 impl AuditStore {
     pub fn open(data_dir: &Path) -> Result<Self, AuditError> {
         // No background flush: the access writer and the checkpoint signer flush themselves,
         // at the moments that define what a crash may lose.
-        let db = sled::Config::new()
-            .path(data_dir.join(AUDIT_DIR))
-            .cache_capacity(crate::SLED_CACHE)
-            .flush_every_ms(None)
-            .open()?;
+        let db = crate::open_sled(&data_dir.join(AUDIT_DIR), None)?;
         Ok(AuditStore {
             checkpoints: db.open_tree("checkpoints")?,
             access: db.open_tree("access")?,
             access_by_course: db.open_tree("access_by_course")?,
             db,
+            flushing: Default::default(),
         })
     }
 }

@@ -80,7 +80,7 @@ async fn load(args: DemoArgs) -> Result<String, String> {
     let clock: SharedClock = Arc::new(SystemClock);
     let now = clock.now();
     let (log, _) = EventLog::open(LogConfig::new(&args.data_dir)).map_err(|e| e.to_string())?;
-    let auth_db = sled::open(args.data_dir.join("auth")).map_err(|e| e.to_string())?;
+    let auth_db = crate::open_sled(&args.data_dir.join("auth"), Some(1000)).map_err(|e| e.to_string())?;
     let auth = Auth::open(&args.data_dir, log.clone(), auth_db, clock.clone(), AuthConfig::default())
         .map_err(|e| e.to_string())?;
     let admin_password = auth.bootstrap_admin().await.map_err(|e| e.to_string())?;

@@ -115,7 +115,7 @@ async fn accounts(
     log: &EventLog,
 ) -> Result<(Vec<(String, AccountId)>, Vec<(String, AccountId)>), String> {
     let clock: SharedClock = Arc::new(SystemClock);
-    let auth_db = sled::open(a.data_dir.join("auth")).map_err(|e| e.to_string())?;
+    let auth_db = crate::open_sled(&a.data_dir.join("auth"), Some(1000)).map_err(|e| e.to_string())?;
     let auth =
         Auth::open(&a.data_dir, log.clone(), auth_db, clock, AuthConfig::default()).map_err(|e| e.to_string())?;
     auth.bootstrap_admin().await.map_err(|e| e.to_string())?;

@@ -80,6 +80,7 @@ pub struct Index {
     tree: sled::Tree,
     mem: RwLock<Mem>,
     persisting: std::sync::Mutex<()>,
+    flushing: std::sync::Mutex<()>,
 }
 
 /// One event to add, as the writer or the catch-up sees it.
@@ -100,12 +101,9 @@ fn be_key(prefix: u8, n: &[u8]) -> Vec<u8> {
 impl Index {
     /// Opens sled and loads the persisted index into memory.
     pub fn open(path: &Path) -> Result<Self, IndexError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(crate::SLED_CACHE)
-            // sled writes its own log in the background; we never wait for it.
-            .flush_every_ms(Some(1000))
-            .open()?;
+        // No background flush: the index is written out by `flush` (tools, shutdown) and when
+        // dropped; a crash loses at most what the next open catches up from the log.
+        let db = crate::open_sled(path, None)?;
         let tree = db.open_tree("index")?;
         let checkpoint = match tree.get(CHECKPOINT)? {
             None => 0,
@@ -161,7 +159,13 @@ impl Index {
             }
             s.hash = Hash(v[8..40].try_into().map_err(|_| IndexError::Malformed("head"))?);
         }
-        Ok(Index { db, tree, mem: RwLock::new(mem), persisting: std::sync::Mutex::new(()) })
+        Ok(Index {
+            db,
+            tree,
+            mem: RwLock::new(mem),
+            persisting: std::sync::Mutex::new(()),
+            flushing: std::sync::Mutex::new(()),
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Mem> {
@@ -363,6 +367,9 @@ impl Index {
     /// request path, and never mistaken for durability: the log is what is durable.
     pub fn flush(&self) -> Result<(), IndexError> {
         self.persist()?;
+        // One flush at a time (see `crate::open_sled`): the writer's shutdown and a tool may both
+        // ask.
+        let _one_at_a_time = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         self.tree.flush()?;
         Ok(())
     }

@@ -372,7 +372,9 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<(u64, HashMap<CourseId, Cour
 }
 
 fn open_store(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), sled::Error> {
-    let db = sled::Config::new().path(dir).cache_capacity(crate::SLED_CACHE).open()?;
+    // No background flush (see `crate::open_sled`): a crash loses at most what was persisted
+    // after the last buffer sled wrote, and the next open catches that up from the checkpoint.
+    let db = crate::open_sled(dir, None)?;
     let tree = db.open_tree("views")?;
     Ok((db, tree))
 }

@@ -872,7 +872,11 @@ fn a_crash_in_a_pipelined_catch_up_resumes_at_the_checkpoint() {
     let checkpoint = p.checkpoint();
     drop(p);
     let (reopened, report) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
-    assert_eq!((report.checkpoint, report.rebuilt, report.caught_up), (checkpoint, None, head - checkpoint));
+    // sled is not the record and is not flushed for durability, so the store may come back at an
+    // earlier checkpoint than the last one persisted (CI once saw that); what must hold is that
+    // the open resumes exactly at the checkpoint it finds: nothing applied twice, nothing skipped.
+    assert!(report.checkpoint > 0 && report.checkpoint <= checkpoint, "{} vs {checkpoint}", report.checkpoint);
+    assert_eq!((report.rebuilt, report.caught_up), (None, head - report.checkpoint));
     assert_eq!(reopened.applied(), head);
     let rebuilt = Projections::rebuild(f.log.clone(), Arc::new(f.clock.clone()), config(&f.dir.join("r"))).unwrap().0;
     assert_eq!(all_views(&reopened), all_views(&rebuilt));
