@@ -246,6 +246,15 @@ pub fn check_lengths(ev: &NewEvent) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Whether `data` may be stored as an event's payload: JSON text exactly as an export carries it
+/// (`Envelope::to_json` embeds it raw), i.e. UTF-8 without surrounding whitespace, so the data of
+/// an export always hashes to its `data_sha256`.
+pub fn is_storable_json(data: &[u8]) -> bool {
+    std::str::from_utf8(data).is_ok_and(|s| {
+        serde_json::from_str::<&serde_json::value::RawValue>(s).is_ok_and(|raw| raw.get().len() == s.len())
+    })
+}
+
 /// A cursor over a byte slice that never panics.
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
