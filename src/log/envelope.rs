@@ -470,7 +470,15 @@ pub struct OwnedEnvelopeJson {
 }
 
 impl OwnedEnvelopeJson {
+    /// The canonical bytes of the line's fields, or `None` when they have none: a time outside
+    /// the encoding's range, an invalid stream id, or a text longer than its length prefix can
+    /// say (cut to fit, the bytes would no longer be the line's). What this accepts is
+    /// exactly what a stored record can hold (`decode_canonical`).
     pub fn canonical(&self) -> Option<Vec<u8>> {
+        let fits = |s: &str| s.len() <= usize::from(u8::MAX);
+        StreamId::parse(&self.stream).ok()?;
+        let device_fits = self.metadata.device_id.as_deref().is_none_or(fits);
+        (fits(&self.event_type) && fits(&self.actor.role) && device_fits).then_some(())?;
         Some(
             CanonicalFields {
                 position: self.position,
