@@ -6,7 +6,7 @@ mod app_assets;
 mod audit;
 mod companies;
 mod courses;
-mod extract;
+pub(crate) mod extract;
 mod idempotency;
 pub mod openapi;
 mod problem;
