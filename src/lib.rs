@@ -32,6 +32,9 @@ pub mod bench_support;
 pub mod cli;
 pub mod clock;
 pub mod domain;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log;
 pub mod projections;
 pub mod serve;

@@ -248,7 +248,12 @@ pub fn verify_export(mut input: impl BufRead, pinned: Option<&PublicKey>) -> Res
         {
             return Err(fail(p, format!("positions must increase (after {prev})")));
         }
-        let canonical = e.canonical().ok_or_else(|| fail(p, "a timestamp is out of range".into()))?;
+        let canonical = e.canonical().ok_or_else(|| {
+            fail(
+                p,
+                "a field that no stored event can hold (a time out of range, a stream id, an over-long text)".into(),
+            )
+        })?;
         let data = e.data.as_ref().map(|d| d.get().as_bytes());
         verifier
             .check_parts(e.position, &e.stream, e.stream_version, &canonical, data, &e)

@@ -265,7 +265,9 @@ pub mod iso_date {
         time::macros::format_description!("[year]-[month]-[day]");
 
     pub fn serialize<S: Serializer>(d: &Date, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()))
+        // `{:04}` of -1 is "-001", which does not parse back: the sign goes before the padding.
+        let sign = if d.year() < 0 { "-" } else { "" };
+        s.collect_str(&format_args!("{sign}{:04}-{:02}-{:02}", d.year().unsigned_abs(), u8::from(d.month()), d.day()))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
@@ -316,4 +318,19 @@ pub fn add_months(d: Date, months: u32) -> Option<Date> {
     let year = i32::try_from(year).ok()?;
     let last = time::util::days_in_month(month, year);
     Date::from_calendar_date(year, month, d.day().min(last)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_dates_read_back_what_they_write() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct D(#[serde(with = "iso_date")] Date);
+        for text in ["2025-06-01", "0000-01-01", "-0001-06-01", "-9999-01-01", "9999-12-31"] {
+            let d: D = serde_json::from_str(&format!("\"{text}\"")).unwrap();
+            assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{text}\""));
+        }
+    }
 }

@@ -31,7 +31,8 @@ pub mod schema;
 
 #[cfg(test)]
 mod schema_tests;
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod testing;
 
 pub use common::{

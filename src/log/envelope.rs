@@ -246,6 +246,15 @@ pub fn check_lengths(ev: &NewEvent) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Whether `data` may be stored as an event's payload: JSON text exactly as an export carries it
+/// (`Envelope::to_json` embeds it raw), i.e. UTF-8 without surrounding whitespace, so the data of
+/// an export always hashes to its `data_sha256`.
+pub fn is_storable_json(data: &[u8]) -> bool {
+    std::str::from_utf8(data).is_ok_and(|s| {
+        serde_json::from_str::<&serde_json::value::RawValue>(s).is_ok_and(|raw| raw.get().len() == s.len())
+    })
+}
+
 /// A cursor over a byte slice that never panics.
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
@@ -461,7 +470,15 @@ pub struct OwnedEnvelopeJson {
 }
 
 impl OwnedEnvelopeJson {
+    /// The canonical bytes of the line's fields, or `None` when they have none: a time outside
+    /// the encoding's range, an invalid stream id, or a text longer than its length prefix can
+    /// say (cut to fit, the bytes would no longer be the line's). What this accepts is
+    /// exactly what a stored record can hold (`decode_canonical`).
     pub fn canonical(&self) -> Option<Vec<u8>> {
+        let fits = |s: &str| s.len() <= usize::from(u8::MAX);
+        StreamId::parse(&self.stream).ok()?;
+        let device_fits = self.metadata.device_id.as_deref().is_none_or(fits);
+        (fits(&self.event_type) && fits(&self.actor.role) && device_fits).then_some(())?;
         Some(
             CanonicalFields {
                 position: self.position,

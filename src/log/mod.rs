@@ -10,10 +10,10 @@
 //! length and CRC32C and chained by SHA-256 twice (globally and per stream); the index is
 //! written only after the log is durable, so it is never ahead of the log.
 
-mod envelope;
+pub(crate) mod envelope;
 mod index;
-mod record;
-mod segment;
+pub(crate) mod record;
+pub(crate) mod segment;
 mod stream;
 pub mod verify;
 mod writer;

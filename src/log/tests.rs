@@ -484,3 +484,18 @@ fn an_empty_last_segment_left_by_a_roll_keeps_the_head() {
     assert_eq!(r.first_position, head.0 + 1);
     assert_eq!(verify::verify_dir(tmp.path(), None).unwrap().events, 21);
 }
+
+#[test]
+fn appends_only_data_an_export_carries_byte_for_byte() {
+    // An export embeds the data raw, so the verifier hashes exactly these bytes: data that is
+    // not UTF-8, or has whitespace around it, would be dropped or changed on the way.
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open(tmp.path());
+    for bad in [&b"{\"a\":\"\xf0\"}"[..], b" {}", b"{}\n", b"", b"{"] {
+        let e = NewEvent { data: bad.to_vec(), ..ev(1) };
+        let r = log.append_blocking(&course(), ExpectedVersion::Any, vec![e]);
+        assert!(matches!(r, Err(AppendError::Invalid(_))), "{bad:?}: {r:?}");
+    }
+    let e = NewEvent { data: br#"{"a":[1, 2]}"#.to_vec(), ..ev(1) };
+    log.append_blocking(&course(), ExpectedVersion::Any, vec![e]).unwrap();
+}

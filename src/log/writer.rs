@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::envelope::{CanonicalFields, Hash, NewEvent, check_lengths, to_nanos};
+use super::envelope::{CanonicalFields, Hash, NewEvent, check_lengths, is_storable_json, to_nanos};
 use super::index::{Entry, Index, Loc, StreamHead};
 use super::record::{FLAG_BATCH_START, FLAG_TXN_END, MAX_DATA, RecordHeader, encode_frame};
 use super::segment::{self, ChainTip, HEADER_LEN, Segment};
@@ -251,8 +251,8 @@ impl Writer {
             if ev.data.len() > MAX_DATA {
                 return Err(AppendError::Invalid(format!("event data is larger than {MAX_DATA} bytes")));
             }
-            if serde_json::from_slice::<serde::de::IgnoredAny>(&ev.data).is_err() {
-                return Err(AppendError::Invalid("event data is not JSON".into()));
+            if !is_storable_json(&ev.data) {
+                return Err(AppendError::Invalid("event data is not JSON (UTF-8, no surrounding whitespace)".into()));
             }
             if to_nanos(ev.occurred_at).is_none() {
                 return Err(AppendError::Invalid("occurred_at is out of range".into()));

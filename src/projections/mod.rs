@@ -37,7 +37,7 @@
 //!   memory from the views on open and kept up to date per chunk; they are not persisted.
 
 pub mod bench;
-mod codec;
+pub(crate) mod codec;
 pub mod course;
 pub mod cph;
 pub mod views;
