@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Keep access-log entries this many days, then delete them (default 183).
     #[arg(long, env = "VIVIRK_ACCESS_LOG_RETENTION_DAYS")]
     pub access_log_retention_days: Option<u32>,
+    /// Courses whose decision state is kept in memory between writes (default 16384). A write
+    /// to a course not kept reads the course's events from the log first. README: "Memory".
+    #[arg(long, env = "VIVIRK_DECISION_CACHE")]
+    pub decision_cache: Option<usize>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -50,6 +54,7 @@ struct FileSettings {
     durability: Option<Durability>,
     segment_size: Option<u64>,
     log_json: Option<bool>,
+    decision_cache: Option<usize>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -62,6 +67,7 @@ pub struct Settings {
     pub log_json: bool,
     pub auth: crate::auth::AuthConfig,
     pub audit: crate::audit::AuditConfig,
+    pub decision_cache: usize,
 }
 
 impl Settings {
@@ -74,6 +80,7 @@ impl Settings {
             log_json: false,
             auth: crate::auth::AuthConfig::default(),
             audit: crate::audit::AuditConfig::default(),
+            decision_cache: crate::app::DEFAULT_DECISION_CACHE,
         }
     }
 
@@ -98,6 +105,10 @@ impl Settings {
             audit.access_log_retention_days = d;
         }
         audit.validate()?;
+        let decision_cache = args.decision_cache.or(file.decision_cache).unwrap_or(d.decision_cache);
+        if decision_cache == 0 {
+            return Err("decision_cache must be at least 1".into());
+        }
         Ok(Settings {
             data_dir: args.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             bind: args.bind.or(file.bind).unwrap_or(d.bind),
@@ -106,6 +117,26 @@ impl Settings {
             log_json: args.log_json.or(file.log_json).unwrap_or(false),
             auth: file.auth.unwrap_or_default(),
             audit,
+            decision_cache,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decision_cache_comes_from_the_flag_then_the_file_then_the_default() {
+        assert_eq!(Settings::resolve(ServeArgs::default()).unwrap().decision_cache, crate::app::DEFAULT_DECISION_CACHE);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vivirk.toml");
+        std::fs::write(&file, "decision_cache = 500\n").unwrap();
+        let from_file = ServeArgs { config: Some(file.clone()), ..ServeArgs::default() };
+        assert_eq!(Settings::resolve(from_file.clone()).unwrap().decision_cache, 500);
+        let flag = ServeArgs { decision_cache: Some(7), ..from_file };
+        assert_eq!(Settings::resolve(flag).unwrap().decision_cache, 7);
+        let zero = ServeArgs { decision_cache: Some(0), ..ServeArgs::default() };
+        assert!(Settings::resolve(zero).unwrap_err().contains("decision_cache"));
     }
 }

@@ -115,7 +115,7 @@ impl Application {
         tracing::info!(checkpoint = preport.checkpoint, caught_up = preport.caught_up, "projections open");
         let _follower = projections.spawn_follower();
         let (checkpoints, access_log) = start_audit(&settings, &log, &clock).await?;
-        let app = Arc::new(Vivirk::new(log.clone(), clock.clone()));
+        let app = Arc::new(Vivirk::with_decision_cache(log.clone(), clock.clone(), settings.decision_cache));
         let state = web::Data::new(AppState {
             app,
             projections,

@@ -249,9 +249,21 @@ impl StreamKind for Companies {
     }
 }
 
+/// How many courses' decision states are kept by default. A state is small (the course's
+/// participants, goals, actions, placements and agreements, and 40–60 bytes per event for
+/// corrections), so this holds every course of a large municipality; a write to a course that
+/// is not kept first reads all of its events from the log, which at 10,000 courses written at
+/// random was what bounded the write rate (README, "What changed the numbers").
+pub const DEFAULT_DECISION_CACHE: usize = 16_384;
+
 impl Vivirk {
     pub fn new(log: EventLog, clock: SharedClock) -> Self {
-        Vivirk { log, clock, courses: Cache::new(4096), companies: Cache::new(1024) }
+        Self::with_decision_cache(log, clock, DEFAULT_DECISION_CACHE)
+    }
+
+    /// Keeps up to `courses` course decision states in memory (see [`DEFAULT_DECISION_CACHE`]).
+    pub fn with_decision_cache(log: EventLog, clock: SharedClock, courses: usize) -> Self {
+        Vivirk { log, clock, courses: Cache::new(courses.max(1)), companies: Cache::new(1024) }
     }
 
     /// Reads the stream's events after `slot.version` and applies them.
@@ -453,5 +465,23 @@ impl Vivirk {
             duplicate: r.duplicate,
             id: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decision_cache_stays_bounded_and_keeps_slots_in_use() {
+        let cache: Cache<u32, u64> = Cache::new(4);
+        let held = cache.slot(0);
+        for key in 1..100 {
+            let _ = cache.slot(key);
+        }
+        let map = cache.map.lock().unwrap();
+        assert!(map.len() <= 4, "{} slots", map.len());
+        assert!(Arc::ptr_eq(&map[&0], &held), "a slot someone holds was dropped");
+        assert!(map.contains_key(&99), "the newest slot is kept");
     }
 }

@@ -318,11 +318,10 @@ fn retract(state: &CourseState, e: &EventRetracted, ctx: &CommandContext) -> Dec
 /// returns its type.
 fn correctable_target(state: &CourseState, id: Uuid, ctx: &CommandContext) -> Result<&'static str, DomainError> {
     let known = state.events.get(&id).ok_or(DomainError::UnknownEvent { id })?;
-    let event_type = CORRECTABLE_TYPES
-        .iter()
-        .copied()
-        .find(|t| *t == known.event_type)
-        .ok_or_else(|| DomainError::NotCorrectable { event_type: static_type_name(&known.event_type) })?;
+    let event_type = known.event_type;
+    if !CORRECTABLE_TYPES.contains(&event_type) {
+        return Err(DomainError::NotCorrectable { event_type });
+    }
     if known.status == EventStatus::Retracted {
         return Err(DomainError::EventRetracted { id });
     }
@@ -332,10 +331,6 @@ fn correctable_target(state: &CourseState, id: Uuid, ctx: &CommandContext) -> Re
         return Err(DomainError::not_permitted(ctx.actor.role));
     }
     Ok(event_type)
-}
-
-fn static_type_name(name: &str) -> &'static str {
-    CourseEvent::TYPES.iter().map(|(t, _)| *t).find(|t| *t == name).unwrap_or("unknown")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -96,12 +96,33 @@ pub enum EventStatus {
     Retracted,
 }
 
-/// What the course remembers of each of its events, for corrections and retractions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What the course remembers of each of its events, for corrections and retractions. Kept for
+/// every event of the course, so it is small: the type is the static name, not a copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KnownEvent {
-    pub event_type: String,
+    pub event_type: &'static str,
     pub actor: AccountId,
     pub status: EventStatus,
+}
+
+#[derive(Deserialize)]
+struct StoredKnownEvent {
+    event_type: String,
+    actor: AccountId,
+    status: EventStatus,
+}
+
+impl<'de> Deserialize<'de> for KnownEvent {
+    /// Reads a stored type name back as the static name of a course event type.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let e = StoredKnownEvent::deserialize(d)?;
+        let event_type = CourseEvent::TYPES
+            .iter()
+            .map(|(t, _)| *t)
+            .find(|t| *t == e.event_type)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown course event type {:?}", e.event_type)))?;
+        Ok(KnownEvent { event_type, actor: e.actor, status: e.status })
+    }
 }
 
 /// The decision state of one course. `Default` is "no course yet".
@@ -162,11 +183,7 @@ pub fn apply(state: &mut CourseState, event: &CourseEvent, meta: &EventMeta) {
     state.version = meta.stream_version;
     state.events.insert(
         meta.event_id,
-        KnownEvent {
-            event_type: event.event_type().to_owned(),
-            actor: meta.actor.account_id,
-            status: EventStatus::Standing,
-        },
+        KnownEvent { event_type: event.event_type(), actor: meta.actor.account_id, status: EventStatus::Standing },
     );
     match event {
         CourseEvent::CourseOpened(e) => {
