@@ -111,7 +111,7 @@ impl ProjectionConfig {
         Self {
             dir: data_dir.into().join("projections"),
             persist_every: 250_000,
-            persist_interval: Duration::from_secs(1),
+            persist_interval: Duration::from_secs(10),
             progress: None,
         }
     }
@@ -150,7 +150,9 @@ pub struct ContactWorkItem {
 
 #[derive(Default)]
 struct State {
-    courses: HashMap<CourseId, CourseView>,
+    /// Shared with a persist in progress, which encodes them off the apply path; applying to a
+    /// shared view copies it first (`Arc::make_mut`).
+    courses: HashMap<CourseId, Arc<CourseView>>,
     /// Courses where the account currently holds any role.
     by_account: HashMap<AccountId, BTreeSet<CourseId>>,
     /// Courses where the account owns any action.
@@ -200,6 +202,8 @@ impl State {
 struct Applier {
     since_persist: u64,
     last_persist: Instant,
+    /// The follower's persist, running on its own thread (see [`Projections::persist_in_background`]).
+    in_flight: Option<std::thread::JoinHandle<()>>,
 }
 
 struct Inner {
@@ -348,7 +352,7 @@ fn course_key(id: CourseId) -> [u8; 17] {
 }
 
 /// Loads the store; `Err(reason)` when it must be rebuilt.
-fn load(tree: &sled::Tree, log_head: u64) -> Result<(u64, HashMap<CourseId, CourseView>), String> {
+fn load(tree: &sled::Tree, log_head: u64) -> Result<(u64, HashMap<CourseId, Arc<CourseView>>), String> {
     let format = tree.get(KEY_FORMAT).map_err(|e| format!("unreadable: {e}"))?;
     let checkpoint = tree.get(KEY_CHECKPOINT).map_err(|e| format!("unreadable: {e}"))?;
     let (Some(format), Some(checkpoint)) = (format, checkpoint) else {
@@ -366,7 +370,7 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<(u64, HashMap<CourseId, Cour
         let (k, v) = kv.map_err(|e| format!("unreadable: {e}"))?;
         let id = Uuid::from_slice(&k[1..]).map_err(|_| "malformed key".to_owned())?;
         let view = codec::decode(&v).ok_or_else(|| format!("undecodable view of course {id}"))?;
-        courses.insert(CourseId(id), view);
+        courses.insert(CourseId(id), Arc::new(view));
     }
     Ok((checkpoint, courses))
 }
@@ -430,7 +434,7 @@ impl Projections {
                 tree,
                 _db: db,
                 state: RwLock::new(state),
-                applier: Mutex::new(Applier { since_persist: 0, last_persist: Instant::now() }),
+                applier: Mutex::new(Applier { since_persist: 0, last_persist: Instant::now(), in_flight: None }),
                 applied_tx,
                 persisted: AtomicU64::new(checkpoint),
                 skipped: AtomicU64::new(0),
@@ -438,7 +442,7 @@ impl Projections {
         };
         // The backlog is persisted by count only: in a bulk catch-up nearly every course changes
         // in every chunk, so a time-based persist would rewrite the whole store every second.
-        report.caught_up = p.catch_up_inner(u64::MAX, true, true)?;
+        report.caught_up = p.catch_up_inner(u64::MAX, true, true, false)?;
         Ok((p, report))
     }
 
@@ -490,7 +494,7 @@ impl Projections {
     /// Applies up to `limit` events, persisting chunks as configured; with `force_persist`, also
     /// persists what is left at the end. Returns how many events were applied.
     pub fn catch_up_to(&self, limit: u64, force_persist: bool) -> Result<u64, ProjectionError> {
-        self.catch_up_inner(limit, force_persist, false)
+        self.catch_up_inner(limit, force_persist, false, false)
     }
 
     /// Applies up to `limit` committed events. Reading the log and decoding events costs about
@@ -499,7 +503,17 @@ impl Projections {
     /// decode them, and this thread applies the decoded chunks strictly in log order, persisting
     /// between chunks exactly as the single-threaded path does. Both paths decode with
     /// [`decode_envelope`] and apply with [`CourseView::apply`], like [`fold_envelopes`].
-    fn catch_up_inner(&self, limit: u64, force_persist: bool, bulk: bool) -> Result<u64, ProjectionError> {
+    ///
+    /// With `background` (the follower), a persist due by time or count encodes and writes on
+    /// its own thread, so applying, and every write waiting to read its own event, does not wait
+    /// for it.
+    fn catch_up_inner(
+        &self,
+        limit: u64,
+        force_persist: bool,
+        bulk: bool,
+        background: bool,
+    ) -> Result<u64, ProjectionError> {
         let mut applier = self.inner.applier.lock().unwrap_or_else(|p| p.into_inner());
         let from = self.applied() + 1;
         let head = self.inner.log.committed();
@@ -519,14 +533,16 @@ impl Projections {
                     }
                     let chunk = decode_chunk(envs);
                     done += chunk.read;
-                    self.step(&chunk, done, total, &mut applier, bulk)?;
+                    self.step(&chunk, done, total, &mut applier, bulk, background)?;
                 }
             }
         }
         let due =
             !bulk && applier.since_persist > 0 && applier.last_persist.elapsed() >= self.inner.config.persist_interval;
-        if force_persist || due {
+        if force_persist {
             self.persist(&mut applier)?;
+        } else if due {
+            self.persist_when_due(&mut applier, background)?;
         }
         Ok(done)
     }
@@ -593,7 +609,7 @@ impl Projections {
                         next_seq += 1;
                         let chunk = chunk?;
                         done += chunk.read;
-                        self.step(&chunk, done, total, applier, bulk)?;
+                        self.step(&chunk, done, total, applier, bulk, false)?;
                     }
                 }
                 Ok(done)
@@ -610,6 +626,7 @@ impl Projections {
         total: u64,
         applier: &mut Applier,
         bulk: bool,
+        background: bool,
     ) -> Result<(), ProjectionError> {
         self.inner.skipped.fetch_add(chunk.bad, Ordering::Relaxed);
         self.apply_chunk(&chunk.events, chunk.last);
@@ -624,7 +641,7 @@ impl Projections {
         if applier.since_persist >= every
             || (!bulk && applier.last_persist.elapsed() >= self.inner.config.persist_interval)
         {
-            self.persist(applier)?;
+            self.persist_when_due(applier, background)?;
         }
         Ok(())
     }
@@ -633,7 +650,7 @@ impl Projections {
         let mut st = self.write();
         let mut touched: HashSet<CourseId> = HashSet::new();
         for (id, rec, event) in chunk {
-            st.courses.entry(*id).or_insert_with(|| CourseView::new(*id)).apply(rec, event);
+            Arc::make_mut(st.courses.entry(*id).or_insert_with(|| Arc::new(CourseView::new(*id)))).apply(rec, event);
             touched.insert(*id);
         }
         for id in &touched {
@@ -645,33 +662,107 @@ impl Projections {
         self.inner.applied_tx.send_replace(last);
     }
 
-    /// Writes the changed views and the checkpoint in one batch.
-    fn persist(&self, applier: &mut Applier) -> Result<(), ProjectionError> {
-        // The applier lock is held, so nothing is applied between taking the dirty set and
-        // encoding: the batch is exactly the state at `applied`.
-        let started = Instant::now();
+    fn persist_when_due(&self, applier: &mut Applier, background: bool) -> Result<(), ProjectionError> {
+        if background { self.persist_in_background(applier) } else { self.persist(applier) }
+    }
+
+    /// Waits for the follower's persist in progress, if any (it re-marks its courses dirty if it
+    /// failed, so the next batch writes them).
+    fn finish_in_flight(applier: &mut Applier) {
+        if let Some(h) = applier.in_flight.take() {
+            let _ = h.join();
+        }
+    }
+
+    /// The follower's persist: takes the changed views (shared, not copied) and the checkpoint
+    /// with the applier lock held, so the batch is exactly the state at `applied`, then encodes
+    /// and writes them on a thread of its own. One at a time: while one is running, the next is
+    /// put off (its courses stay dirty), and batches are written in order. If the write fails,
+    /// its courses are marked dirty again before the next batch is taken, so no batch with a
+    /// later checkpoint can be written without them.
+    fn persist_in_background(&self, applier: &mut Applier) -> Result<(), ProjectionError> {
+        if applier.in_flight.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(());
+        }
+        Self::finish_in_flight(applier);
         let dirty = std::mem::take(&mut self.write().dirty);
         let st = self.read();
-        let views: Vec<(CourseId, &CourseView)> =
-            dirty.iter().filter_map(|id| st.courses.get(id).map(|v| (*id, v))).collect();
-        let records = encode_all(&views);
-        drop(views);
+        let views: Vec<(CourseId, Arc<CourseView>)> =
+            dirty.iter().filter_map(|id| st.courses.get(id).map(|v| (*id, v.clone()))).collect();
         let applied = st.applied;
         drop(st);
+        applier.since_persist = 0;
+        applier.last_persist = Instant::now();
+        let me = self.clone();
+        let kept = dirty.clone();
+        let spawned = std::thread::Builder::new().name("projections-persist".into()).spawn(move || {
+            let started = Instant::now();
+            let refs: Vec<(CourseId, &CourseView)> = views.iter().map(|(id, v)| (*id, &**v)).collect();
+            let records = encode_all(&refs);
+            drop(refs);
+            drop(views);
+            match me.write_batch(records, applied) {
+                Ok(bytes) => tracing::debug!(
+                    checkpoint = applied,
+                    courses = dirty.len(),
+                    bytes,
+                    total_ms = started.elapsed().as_millis() as u64,
+                    "projections persisted"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "projections: persisting failed; the next persist retries");
+                    me.write().dirty.extend(dirty);
+                }
+            }
+        });
+        match spawned {
+            Ok(h) => applier.in_flight = Some(h),
+            Err(e) => {
+                // The batch never ran: its courses must be written by the next one.
+                self.write().dirty.extend(kept);
+                tracing::error!(error = %e, "projections: no thread to persist on; the next persist retries");
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes encoded views and the checkpoint in one batch; returns the bytes written.
+    fn write_batch(&self, records: Vec<(CourseId, Vec<u8>)>, applied: u64) -> Result<usize, ProjectionError> {
         let mut batch = sled::Batch::default();
         let mut bytes = 0;
         for (id, record) in records {
             bytes += record.len();
             batch.insert(&course_key(id), record);
         }
-        let encoded = started.elapsed();
         batch.insert(KEY_CHECKPOINT, &applied.to_be_bytes());
-        if let Err(e) = self.inner.tree.apply_batch(batch) {
-            // Keep them dirty: the next persist writes them again.
-            self.write().dirty.extend(dirty);
-            return Err(e.into());
-        }
+        self.inner.tree.apply_batch(batch)?;
         self.inner.persisted.store(applied, Ordering::Release);
+        Ok(bytes)
+    }
+
+    /// Writes the changed views and the checkpoint in one batch.
+    fn persist(&self, applier: &mut Applier) -> Result<(), ProjectionError> {
+        Self::finish_in_flight(applier);
+        // The applier lock is held, so nothing is applied between taking the dirty set and
+        // encoding: the batch is exactly the state at `applied`.
+        let started = Instant::now();
+        let dirty = std::mem::take(&mut self.write().dirty);
+        let st = self.read();
+        let views: Vec<(CourseId, &CourseView)> =
+            dirty.iter().filter_map(|id| st.courses.get(id).map(|v| (*id, &**v))).collect();
+        let records = encode_all(&views);
+        drop(views);
+        let applied = st.applied;
+        drop(st);
+        let encoded = started.elapsed();
+        let bytes = match self.write_batch(records, applied) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // Keep them dirty: the next persist writes them again.
+                self.write().dirty.extend(dirty);
+                return Err(e);
+            }
+        };
         applier.since_persist = 0;
         applier.last_persist = Instant::now();
         tracing::debug!(
@@ -711,7 +802,7 @@ impl Projections {
                     _ = tokio::time::sleep(me.inner.config.persist_interval) => {}
                 }
                 let p = me.clone();
-                match tokio::task::spawn_blocking(move || p.catch_up()).await {
+                match tokio::task::spawn_blocking(move || p.catch_up_inner(u64::MAX, false, false, true)).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "projections: catch-up failed; retrying"),
                     Err(e) => tracing::error!(error = %e, "projections: catch-up task failed"),
@@ -725,7 +816,7 @@ impl Projections {
 
     /// A copy of a course's fold (tests, tools).
     pub fn course_view(&self, id: CourseId) -> Option<CourseView> {
-        self.read().courses.get(&id).cloned()
+        self.read().courses.get(&id).map(|v| CourseView::clone(v))
     }
 
     pub fn course_ids(&self) -> Vec<CourseId> {

@@ -393,6 +393,36 @@ fn a_crash_between_persists_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(all_views(&reopened), all_views(&rebuilt));
 }
 
+/// The follower persists on a thread of its own while it goes on applying: what that persist
+/// writes must be exactly the state at the checkpoint it writes, however far applying has got.
+#[test]
+fn a_persist_in_the_background_writes_the_state_at_its_checkpoint() {
+    let mut f = Fixture::new();
+    fill(&mut f, 120);
+    let head = f.log.committed();
+    let mut c = config(&f.dir);
+    c.persist_every = u64::MAX;
+    c.persist_interval = std::time::Duration::from_secs(3600);
+    let p = open_partial(&f, c, 60);
+    let at = p.applied();
+    assert!(at < head && p.checkpoint() == 0, "{at} {head} {}", p.checkpoint());
+    p.persist_in_background(&mut p.inner.applier.lock().unwrap()).unwrap();
+    // Applying goes on while the batch is encoded and written.
+    p.catch_up_to(u64::MAX, false).unwrap();
+    assert_eq!(p.applied(), head);
+    Projections::finish_in_flight(&mut p.inner.applier.lock().unwrap());
+    assert_eq!(p.checkpoint(), at);
+    let (checkpoint, stored) = load(&p.inner.tree, head).unwrap();
+    assert_eq!(checkpoint, at);
+    let mut stored: Vec<(CourseId, CourseView)> =
+        stored.into_iter().map(|(id, v)| (id, CourseView::clone(&v))).collect();
+    stored.sort_by_key(|(id, _)| *id);
+    let at_checkpoint = open_partial(&f, config(&f.dir.join("q")), at - 40);
+    assert_eq!(at_checkpoint.applied(), at);
+    assert_eq!(stored, all_views(&at_checkpoint));
+    assert_ne!(stored, all_views(&p), "the test needs events applied after the checkpoint");
+}
+
 /// Opens a store on a log prefix: catches up `n` events with chunked persists and returns
 /// without the final persist (what a kill mid catch-up leaves behind).
 fn open_partial(f: &Fixture, c: ProjectionConfig, n: u64) -> Projections {
@@ -409,7 +439,7 @@ fn open_partial(f: &Fixture, c: ProjectionConfig, n: u64) -> Projections {
             tree,
             _db: db,
             state: RwLock::new(State::default()),
-            applier: Mutex::new(Applier { since_persist: 0, last_persist: Instant::now() }),
+            applier: Mutex::new(Applier { since_persist: 0, last_persist: Instant::now(), in_flight: None }),
             applied_tx,
             persisted: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
