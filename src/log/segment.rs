@@ -166,11 +166,22 @@ pub struct SegmentCursor {
     buf_start: u64,
     buf_len: usize,
     pub offset: u64,
+    /// Bytes the next read asks for beyond what is buffered.
+    read_size: usize,
 }
+
+/// A cursor's first read, doubled on every read after it up to [`MAX_READ`]. Most cursors read
+/// a few records (the projections' follower reads each group commit, a few KB, through a new
+/// cursor); reading a fixed 1 MiB each time cost the server 10–15 % of its CPU in copies and
+/// page faults at 16,000 check-ins/s (perf), since the active segment is preallocated and reads
+/// past the last record return zeros, not a short read. Long scans reach 1 MiB reads after
+/// seven.
+const FIRST_READ: usize = 16 << 10;
+const MAX_READ: usize = 1 << 20;
 
 impl SegmentCursor {
     pub fn new(seg: std::sync::Arc<Segment>, offset: u64) -> Self {
-        Self { seg, buf: vec![0; 1 << 20], buf_start: offset, buf_len: 0, offset }
+        Self { seg, buf: Vec::new(), buf_start: offset, buf_len: 0, offset, read_size: FIRST_READ }
     }
 
     /// Makes `need` bytes at `self.offset` available in the buffer; returns how many are.
@@ -183,10 +194,12 @@ impl SegmentCursor {
         self.buf.copy_within(rel..self.buf_len, 0);
         self.buf_len -= rel;
         self.buf_start = self.offset;
-        if self.buf.len() < need {
-            self.buf.resize(need, 0);
+        let want = (self.buf_len + self.read_size).max(need);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
         }
-        let n = read_up_to(&self.seg.file, &mut self.buf[self.buf_len..], self.buf_start + self.buf_len as u64)?;
+        let n = read_up_to(&self.seg.file, &mut self.buf[self.buf_len..want], self.buf_start + self.buf_len as u64)?;
+        self.read_size = (self.read_size * 2).min(MAX_READ);
         self.buf_len += n;
         Ok(self.buf_len.min(need))
     }
