@@ -10,6 +10,7 @@ Prints wrk's figures (requests/s, latency p50/p99). Usage:
 """
 import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time, urllib.request
 
+sys.dont_write_bytecode = True  # no __pycache__ in the checkout
 from vivirk_http import call, wrk
 
 def main():

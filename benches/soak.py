@@ -56,6 +56,7 @@ import argparse, atexit, json, os, random, shutil, subprocess, sys, tempfile, ti
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
+sys.dont_write_bytecode = True  # no __pycache__ in the checkout
 from vivirk_http import Server, call, parse_wrk, socket_errors
 
 PW = "soak-test-password-2026"
