@@ -227,16 +227,6 @@ pub struct Projections {
     inner: Arc<Inner>,
 }
 
-/// Lowers the calling thread's scheduling priority (Linux: `nice` is per thread), so background
-/// persisting takes the CPU only when request handling leaves some.
-fn yield_to_requests() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority only changes the calling thread's nice value (`who` 0 = this thread).
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-    }
-}
-
 /// Why an envelope was not folded into a course.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
@@ -707,10 +697,9 @@ impl Projections {
         let kept = dirty.clone();
         let spawned = std::thread::Builder::new().name("projections-persist".into()).spawn(move || {
             let started = Instant::now();
-            yield_to_requests();
-            // One thread, at a lower priority: this is background work, and encoding every
-            // changed course on all cores every few seconds showed up as the write p99.
-            let records: Vec<(CourseId, Vec<u8>)> = views.iter().map(|(id, v)| (*id, codec::encode(v))).collect();
+            let refs: Vec<(CourseId, &CourseView)> = views.iter().map(|(id, v)| (*id, &**v)).collect();
+            let records = encode_all(&refs);
+            drop(refs);
             drop(views);
             match me.write_batch(records, applied) {
                 Ok(bytes) => tracing::debug!(
