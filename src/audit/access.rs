@@ -159,6 +159,7 @@ impl AccessStore {
             })
             .collect();
         use sled::Transactional;
+        let one = crate::sled_exclusive();
         (&self.store.access, &self.store.access_by_course).transaction(|(main, by_course)| {
             for (k, course, v) in &rows {
                 main.insert(&k[..], v.as_slice())?;
@@ -168,6 +169,7 @@ impl AccessStore {
             }
             Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
         })?;
+        drop(one);
         self.store.flush()?;
         Ok(())
     }
@@ -254,6 +256,7 @@ impl AccessStore {
                 }
                 main.remove(k.clone());
             }
+            let _one = crate::sled_exclusive();
             self.store.access_by_course.apply_batch(index)?;
             self.store.access.apply_batch(main)?;
             deleted += batch.len() as u64;

@@ -131,6 +131,7 @@ impl AuditStore {
     /// Writes sled's buffers out, one flush at a time.
     pub(crate) fn flush(&self) -> sled::Result<usize> {
         let _one = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        let _all = crate::sled_exclusive();
         self.db.flush()
     }
 }

@@ -101,9 +101,9 @@ fn be_key(prefix: u8, n: &[u8]) -> Vec<u8> {
 impl Index {
     /// Opens sled and loads the persisted index into memory.
     pub fn open(path: &Path) -> Result<Self, IndexError> {
-        // No background flush: the index is written out by `flush` (tools, shutdown) and when
-        // dropped; a crash loses at most what the next open catches up from the log.
-        let db = crate::open_sled(path, None)?;
+        // sled writes its buffers out in the background (a crash loses at most what the next
+        // open catches up from the log); we never wait for it.
+        let db = crate::open_sled(path, Some(1000))?;
         let tree = db.open_tree("index")?;
         let checkpoint = match tree.get(CHECKPOINT)? {
             None => 0,
@@ -341,7 +341,11 @@ impl Index {
         }
         batch.insert(CHECKPOINT, &last.to_le_bytes());
         // 3. Write; on failure put the snapshot back so the next attempt covers it.
-        match self.tree.apply_batch(batch) {
+        let written = {
+            let _one = crate::sled_exclusive();
+            self.tree.apply_batch(batch)
+        };
+        match written {
             Ok(()) => {
                 self.mem.write().unwrap_or_else(|p| p.into_inner()).unpersisted_from = last + 1;
                 Ok(())
@@ -370,6 +374,7 @@ impl Index {
         // One flush at a time (see `crate::open_sled`): the writer's shutdown and a tool may both
         // ask.
         let _one_at_a_time = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = crate::sled_exclusive();
         self.tree.flush()?;
         Ok(())
     }

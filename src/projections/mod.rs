@@ -376,9 +376,9 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<(u64, HashMap<CourseId, Arc<
 }
 
 fn open_store(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), sled::Error> {
-    // No background flush (see `crate::open_sled`): a crash loses at most what was persisted
-    // after the last buffer sled wrote, and the next open catches that up from the checkpoint.
-    let db = crate::open_sled(dir, None)?;
+    // sled writes its buffers out in the background; a crash loses at most what was persisted
+    // since, and the next open catches that up from the checkpoint.
+    let db = crate::open_sled(dir, Some(500))?;
     let tree = db.open_tree("views")?;
     Ok((db, tree))
 }
@@ -415,6 +415,7 @@ impl Projections {
             let mut b = sled::Batch::default();
             b.insert(KEY_FORMAT, FORMAT);
             b.insert(KEY_CHECKPOINT, &0u64.to_be_bytes());
+            let _one = crate::sled_exclusive();
             tree.apply_batch(b)?;
         }
         report.loaded = courses.len();
@@ -735,7 +736,10 @@ impl Projections {
             batch.insert(&course_key(id), record);
         }
         batch.insert(KEY_CHECKPOINT, &applied.to_be_bytes());
-        self.inner.tree.apply_batch(batch)?;
+        {
+            let _one = crate::sled_exclusive();
+            self.inner.tree.apply_batch(batch)?;
+        }
         self.inner.persisted.store(applied, Ordering::Release);
         Ok(bytes)
     }

@@ -448,7 +448,9 @@ fn open_partial(f: &Fixture, c: ProjectionConfig, n: u64) -> Projections {
     let mut b = sled::Batch::default();
     b.insert(KEY_FORMAT, FORMAT);
     b.insert(KEY_CHECKPOINT, &0u64.to_be_bytes());
+    let one = crate::sled_exclusive();
     p.inner.tree.apply_batch(b).unwrap();
+    drop(one);
     p.catch_up_to(n, false).unwrap();
     // Less than `persist_every` more: applied in memory only.
     p.catch_up_to(40, false).unwrap();
