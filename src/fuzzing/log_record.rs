@@ -90,16 +90,7 @@ fn payload_round_trip(payload: &[u8]) {
     let canonical = e.canonical_fields().to_vec();
     assert_eq!(&payload[rec.canonical.clone()], &canonical[..], "the canonical bytes do not re-encode to themselves");
     let mut frame = Vec::new();
-    record::encode_frame(
-        &mut frame,
-        rec.header,
-        &canonical,
-        &e.prev_hash,
-        &e.hash,
-        &e.stream_prev_hash,
-        &e.stream_hash,
-        &e.data,
-    );
+    frame_of(&mut frame, rec.header, &canonical, e);
     assert_eq!(&frame[FRAME_HEADER..], payload, "a decoded record does not re-encode to its bytes");
     let head: [u8; FRAME_HEADER] = frame[..FRAME_HEADER].try_into().unwrap_or_default();
     if payload.len() <= MAX_PAYLOAD {
@@ -247,16 +238,7 @@ fn rebuilt_log(mode: u8, location: u16, damage_byte: u8, records: &[DecodedRecor
         e.hash = Hash::chain(&e.prev_hash, &canonical);
         let header = RecordHeader { flags, batch };
         let start = HEADER_LEN + body.len() as u64;
-        record::encode_frame(
-            &mut body,
-            header,
-            &canonical,
-            &e.prev_hash,
-            &e.hash,
-            &e.stream_prev_hash,
-            &e.stream_hash,
-            &e.data,
-        );
+        frame_of(&mut body, header, &canonical, &e);
         tip = ChainTip { position, hash: e.hash, batch };
         frames.push((start, HEADER_LEN + body.len() as u64, header, tip));
     }
@@ -314,4 +296,9 @@ fn rebuilt_log(mode: u8, location: u16, damage_byte: u8, records: &[DecodedRecor
     };
     assert!(scanned.end <= last_end);
     readers_agree(&seg);
+}
+
+/// The frame the writer would write for `e` (which carries its hashes).
+fn frame_of(out: &mut Vec<u8>, header: RecordHeader, canonical: &[u8], e: &crate::log::Envelope) {
+    record::encode_frame(out, header, canonical, &e.prev_hash, &e.hash, &e.stream_prev_hash, &e.stream_hash, &e.data);
 }

@@ -227,6 +227,13 @@ pub struct Projections {
     inner: Arc<Inner>,
 }
 
+/// The changed views and the position they are the state at (see `Projections::snapshot`).
+struct Snapshot {
+    dirty: HashSet<CourseId>,
+    views: Vec<(CourseId, Arc<CourseView>)>,
+    applied: u64,
+}
+
 /// Why an envelope was not folded into a course.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
@@ -330,8 +337,8 @@ pub fn fold_envelopes(course_id: CourseId, envs: &[Envelope], cut: AsOf) -> (Cou
 }
 
 /// Encodes views for the store; a large persist (a rebuild's) is split over a few threads.
-fn encode_all(views: &[(CourseId, &CourseView)]) -> Vec<(CourseId, Vec<u8>)> {
-    let encode = |vs: &[(CourseId, &CourseView)]| -> Vec<(CourseId, Vec<u8>)> {
+fn encode_all(views: &[(CourseId, Arc<CourseView>)]) -> Vec<(CourseId, Vec<u8>)> {
+    let encode = |vs: &[(CourseId, Arc<CourseView>)]| -> Vec<(CourseId, Vec<u8>)> {
         vs.iter().map(|(id, v)| (*id, codec::encode(v))).collect()
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
@@ -667,68 +674,44 @@ impl Projections {
         if background { self.persist_in_background(applier) } else { self.persist(applier) }
     }
 
-    /// Waits for the follower's persist in progress, if any (it re-marks its courses dirty if it
-    /// failed, so the next batch writes them).
-    fn finish_in_flight(applier: &mut Applier) {
-        if let Some(h) = applier.in_flight.take() {
-            let _ = h.join();
+    /// Waits for the follower's persist in progress, if any. A failed one has already marked its
+    /// courses dirty again; one that panicked could not, so then every course is marked.
+    fn finish_in_flight(&self, applier: &mut Applier) {
+        if let Some(h) = applier.in_flight.take()
+            && h.join().is_err()
+        {
+            self.mark_all_dirty();
         }
     }
 
-    /// The follower's persist: takes the changed views (shared, not copied) and the checkpoint
-    /// with the applier lock held, so the batch is exactly the state at `applied`, then encodes
-    /// and writes them on a thread of its own. One at a time: while one is running, the next is
-    /// put off (its courses stay dirty), and batches are written in order. If the write fails,
-    /// its courses are marked dirty again before the next batch is taken, so no batch with a
-    /// later checkpoint can be written without them.
-    fn persist_in_background(&self, applier: &mut Applier) -> Result<(), ProjectionError> {
-        if applier.in_flight.as_ref().is_some_and(|h| !h.is_finished()) {
-            return Ok(());
-        }
-        Self::finish_in_flight(applier);
+    fn mark_all_dirty(&self) {
+        let mut st = self.write();
+        let ids: Vec<CourseId> = st.courses.keys().copied().collect();
+        st.dirty.extend(ids);
+    }
+
+    /// What a persist writes: the changed views (shared, not copied) and the position they are
+    /// the state at. The applier lock is held by the caller, so nothing is applied in between.
+    fn snapshot(&self, applier: &mut Applier) -> Snapshot {
         let dirty = std::mem::take(&mut self.write().dirty);
         let st = self.read();
-        let views: Vec<(CourseId, Arc<CourseView>)> =
-            dirty.iter().filter_map(|id| st.courses.get(id).map(|v| (*id, v.clone()))).collect();
+        let views = dirty.iter().filter_map(|id| st.courses.get(id).map(|v| (*id, v.clone()))).collect();
         let applied = st.applied;
         drop(st);
         applier.since_persist = 0;
         applier.last_persist = Instant::now();
-        let me = self.clone();
-        let kept = dirty.clone();
-        let spawned = std::thread::Builder::new().name("projections-persist".into()).spawn(move || {
-            let started = Instant::now();
-            let refs: Vec<(CourseId, &CourseView)> = views.iter().map(|(id, v)| (*id, &**v)).collect();
-            let records = encode_all(&refs);
-            drop(refs);
-            drop(views);
-            match me.write_batch(records, applied) {
-                Ok(bytes) => tracing::debug!(
-                    checkpoint = applied,
-                    courses = dirty.len(),
-                    bytes,
-                    total_ms = started.elapsed().as_millis() as u64,
-                    "projections persisted"
-                ),
-                Err(e) => {
-                    tracing::error!(error = %e, "projections: persisting failed; the next persist retries");
-                    me.write().dirty.extend(dirty);
-                }
-            }
-        });
-        match spawned {
-            Ok(h) => applier.in_flight = Some(h),
-            Err(e) => {
-                // The batch never ran: its courses must be written by the next one.
-                self.write().dirty.extend(kept);
-                tracing::error!(error = %e, "projections: no thread to persist on; the next persist retries");
-            }
-        }
-        Ok(())
+        Snapshot { dirty, views, applied }
     }
 
-    /// Writes encoded views and the checkpoint in one batch; returns the bytes written.
-    fn write_batch(&self, records: Vec<(CourseId, Vec<u8>)>, applied: u64) -> Result<usize, ProjectionError> {
+    /// Encodes a snapshot and writes it with its checkpoint in one batch. If the write fails, its
+    /// courses are marked dirty again, so no later batch (with a later checkpoint) goes without
+    /// them.
+    fn write_snapshot(&self, snap: Snapshot) -> Result<(), ProjectionError> {
+        let started = Instant::now();
+        let Snapshot { dirty, views, applied } = snap;
+        let records = encode_all(&views);
+        drop(views);
+        let encoded = started.elapsed();
         let mut batch = sled::Batch::default();
         let mut bytes = 0;
         for (id, record) in records {
@@ -736,39 +719,15 @@ impl Projections {
             batch.insert(&course_key(id), record);
         }
         batch.insert(KEY_CHECKPOINT, &applied.to_be_bytes());
-        {
+        let written = {
             let _one = crate::sled_exclusive();
-            self.inner.tree.apply_batch(batch)?;
+            self.inner.tree.apply_batch(batch)
+        };
+        if let Err(e) = written {
+            self.write().dirty.extend(dirty);
+            return Err(e.into());
         }
         self.inner.persisted.store(applied, Ordering::Release);
-        Ok(bytes)
-    }
-
-    /// Writes the changed views and the checkpoint in one batch.
-    fn persist(&self, applier: &mut Applier) -> Result<(), ProjectionError> {
-        Self::finish_in_flight(applier);
-        // The applier lock is held, so nothing is applied between taking the dirty set and
-        // encoding: the batch is exactly the state at `applied`.
-        let started = Instant::now();
-        let dirty = std::mem::take(&mut self.write().dirty);
-        let st = self.read();
-        let views: Vec<(CourseId, &CourseView)> =
-            dirty.iter().filter_map(|id| st.courses.get(id).map(|v| (*id, &**v))).collect();
-        let records = encode_all(&views);
-        drop(views);
-        let applied = st.applied;
-        drop(st);
-        let encoded = started.elapsed();
-        let bytes = match self.write_batch(records, applied) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                // Keep them dirty: the next persist writes them again.
-                self.write().dirty.extend(dirty);
-                return Err(e);
-            }
-        };
-        applier.since_persist = 0;
-        applier.last_persist = Instant::now();
         tracing::debug!(
             checkpoint = applied,
             courses = dirty.len(),
@@ -778,6 +737,40 @@ impl Projections {
             "projections persisted"
         );
         Ok(())
+    }
+
+    /// The follower's persist: the snapshot is taken here, with the applier lock held, and
+    /// encoded and written on a thread of its own, so applying goes on meanwhile (a view applied
+    /// to while shared is copied first). One at a time, in order: while one runs, the next is
+    /// put off and its courses stay dirty.
+    fn persist_in_background(&self, applier: &mut Applier) -> Result<(), ProjectionError> {
+        if applier.in_flight.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(());
+        }
+        self.finish_in_flight(applier);
+        let snap = self.snapshot(applier);
+        let me = self.clone();
+        let spawned = std::thread::Builder::new().name("projections-persist".into()).spawn(move || {
+            if let Err(e) = me.write_snapshot(snap) {
+                tracing::error!(error = %e, "projections: persisting failed; the next persist retries");
+            }
+        });
+        match spawned {
+            Ok(h) => applier.in_flight = Some(h),
+            Err(e) => {
+                // The snapshot went with the closure: write every course next time.
+                self.mark_all_dirty();
+                tracing::error!(error = %e, "projections: no thread to persist on; the next persist retries");
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the changed views and the checkpoint in one batch, on this thread.
+    fn persist(&self, applier: &mut Applier) -> Result<(), ProjectionError> {
+        self.finish_in_flight(applier);
+        let snap = self.snapshot(applier);
+        self.write_snapshot(snap)
     }
 
     /// Persists whatever is applied but not yet written (shutdown, tools).

@@ -38,6 +38,14 @@ fn config(dir: &Path) -> ProjectionConfig {
     ProjectionConfig::new(dir)
 }
 
+/// A store persisted every `every` events and never by time, so a test decides when.
+fn config_persisting_every(dir: &Path, every: u64) -> ProjectionConfig {
+    let mut c = config(dir);
+    c.persist_every = every;
+    c.persist_interval = std::time::Duration::from_secs(3600);
+    c
+}
+
 impl Fixture {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
@@ -373,9 +381,7 @@ fn a_crash_between_persists_loses_nothing_and_applies_nothing_twice() {
     fill(&mut f, 300);
     let head = f.log.committed();
     {
-        let mut c = config(&f.dir);
-        c.persist_every = 50;
-        c.persist_interval = std::time::Duration::from_secs(3600);
+        let c = config_persisting_every(&f.dir, 50);
         let _ = std::fs::remove_dir_all(&c.dir);
         // Open with an empty log view of the store: catch up only part, then "crash".
         let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap();
@@ -400,9 +406,7 @@ fn a_persist_in_the_background_writes_the_state_at_its_checkpoint() {
     let mut f = Fixture::new();
     fill(&mut f, 120);
     let head = f.log.committed();
-    let mut c = config(&f.dir);
-    c.persist_every = u64::MAX;
-    c.persist_interval = std::time::Duration::from_secs(3600);
+    let c = config_persisting_every(&f.dir, u64::MAX);
     let p = open_partial(&f, c, 60);
     let at = p.applied();
     assert!(at < head && p.checkpoint() == 0, "{at} {head} {}", p.checkpoint());
@@ -410,7 +414,7 @@ fn a_persist_in_the_background_writes_the_state_at_its_checkpoint() {
     // Applying goes on while the batch is encoded and written.
     p.catch_up_to(u64::MAX, false).unwrap();
     assert_eq!(p.applied(), head);
-    Projections::finish_in_flight(&mut p.inner.applier.lock().unwrap());
+    p.finish_in_flight(&mut p.inner.applier.lock().unwrap());
     assert_eq!(p.checkpoint(), at);
     let (checkpoint, stored) = load(&p.inner.tree, head).unwrap();
     assert_eq!(checkpoint, at);
@@ -895,9 +899,7 @@ fn a_crash_in_a_pipelined_catch_up_resumes_at_the_checkpoint() {
     let f = Fixture::new();
     bench_log(&f, 25, 2 * PIPELINE_MIN / 25);
     let head = f.log.committed();
-    let mut c = config(&f.dir);
-    c.persist_every = 3000;
-    c.persist_interval = std::time::Duration::from_secs(3600);
+    let c = config_persisting_every(&f.dir, 3000);
     // Persists every 3000 events (between chunks), and applies more than that in memory only.
     let p = open_partial(&f, c.clone(), PIPELINE_MIN + 1000);
     assert!(p.checkpoint() > 0 && p.applied() > p.checkpoint(), "{} vs {}", p.applied(), p.checkpoint());
