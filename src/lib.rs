@@ -15,14 +15,20 @@ pub const SLED_CACHE: u64 = 16 << 20;
 /// Opens a sled database with the bounded cache, writing its buffers out every `flush_every_ms`
 /// in the background (`None`: only when we flush).
 ///
-/// sled 0.34's `flush` can wait for good for buffers that never become stable (sled issue
-/// #1308, fixed on its main branch, never released): we have seen the lib tests hang in the
-/// flush a `Tree` does when the index is dropped, a few times in a day of runs, with and
-/// without a background flusher. It also has one lock for the whole process, which
-/// `apply_batch` and transactions take exclusively and a flush holds shared while it waits. So
-/// every batch, transaction and explicit flush of ours runs under [`sled_exclusive`], one at a
-/// time: that removes the cross-database wait, not sled's own bug. Nothing on the request path
-/// waits for a flush; what a hang would block is shutdown and the derived stores' persisting.
+/// **We never take sled's exclusive lock.** sled 0.34 has one reader-writer lock for the whole
+/// process: `apply_batch`, transactions and `checksum` take it exclusively, and from the first
+/// time anything does, every other operation takes it shared, including a flush, which keeps it
+/// while it waits for its buffers. With a batch waiting for the exclusive side, new shared
+/// takers block (parking_lot prefers writers), among them the flusher the waiting flush depends
+/// on: nothing moves again. gdb showed exactly that in our tests. As long as nothing takes the
+/// exclusive side, sled never even switches the lock on (reads go through an atomic counter), so
+/// every write of ours is a single-key `insert` or `remove`, ordered so that a crash between two
+/// of them leaves a state the next open repairs from the log (each record carries the position
+/// it is the state at). `clippy.toml` forbids the exclusive calls.
+///
+/// sled 0.34's `flush` can also wait for good for buffers that never become stable (sled issue
+/// #1308, fixed on its main branch, never released). Nothing on the request path waits for a
+/// flush; our explicit flushes run one at a time ([`one_sled_flush`]).
 pub fn open_sled(path: &std::path::Path, flush_every_ms: Option<u64>) -> sled::Result<sled::Db> {
     sled::Config::new().path(path).cache_capacity(SLED_CACHE).flush_every_ms(flush_every_ms).open()
 }
@@ -44,8 +50,10 @@ pub mod projections;
 pub mod serve;
 pub mod settings;
 
-/// Held around every sled batch, transaction and flush (see [`open_sled`]).
-pub fn sled_exclusive() -> std::sync::MutexGuard<'static, ()> {
+/// Held around every explicit flush of ours, so two never overlap (tools, shutdown and the audit
+/// store's two writers may all flush; see [`open_sled`]). Flushes are rare and off the request
+/// path, so one at a time in the whole process costs nothing.
+pub fn one_sled_flush() -> std::sync::MutexGuard<'static, ()> {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ONE.lock().unwrap_or_else(|p| p.into_inner())
 }

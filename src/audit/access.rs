@@ -7,7 +7,7 @@
 //! days), as Danish public-sector practice expects of logs of personal-data use.
 //!
 //! **Cost on the read path**: [`AccessLog::record`] puts the entry on an in-memory queue and
-//! returns; a background task writes the queue to sled as one transaction and flushes every
+//! returns; a background task writes the queue to sled and flushes every
 //! `access_log_flush_ms` (default 100 ms) or every `access_log_batch` entries (group commit).
 //! No sled write, no fsync on the request path. **What a crash may lose**: the entries of the
 //! current group commit — at most one window (~100 ms) of reads, plus the batch being written.
@@ -18,6 +18,12 @@
 //! sweep deletes a prefix. A second tree, `course ‖ at ‖ seq`, answers per-course questions (the
 //! auditor's `?course=`, the young person's own list) without scanning everything; a query by
 //! account alone scans the time range.
+//!
+//! **Single-key writes, ordered.** sled's transactions take its process-wide lock exclusively,
+//! which can deadlock it (see `crate::open_sled`), so an entry is two inserts: the per-course
+//! index first, then the entry. A crash between them leaves an index key with no entry, which a
+//! query skips (as it does one whose entry the sweep deleted); never an entry the per-course
+//! query cannot find.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,7 +151,7 @@ impl AccessStore {
         Ok(AccessStore { store, seq: AtomicU64::new(seq) })
     }
 
-    /// Writes entries in one transaction over both trees, then flushes.
+    /// Writes entries (each: its per-course index key, then the entry), then flushes.
     pub fn write(&self, entries: &[AccessEntry]) -> Result<(), AuditError> {
         if entries.is_empty() {
             return Ok(());
@@ -158,18 +164,12 @@ impl AccessStore {
                 (k, e.course_id, v)
             })
             .collect();
-        use sled::Transactional;
-        let one = crate::sled_exclusive();
-        (&self.store.access, &self.store.access_by_course).transaction(|(main, by_course)| {
-            for (k, course, v) in &rows {
-                main.insert(&k[..], v.as_slice())?;
-                if let Some(c) = course {
-                    by_course.insert(course_key(*c, k), &[][..])?;
-                }
+        for (k, course, v) in rows {
+            if let Some(c) = course {
+                self.store.access_by_course.insert(course_key(c, &k), &[][..])?;
             }
-            Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-        })?;
-        drop(one);
+            self.store.access.insert(&k[..], v)?;
+        }
         self.store.flush()?;
         Ok(())
     }
@@ -203,7 +203,9 @@ impl AccessStore {
                     // A missing main entry was swept between the two trees' deletes: skip.
                     let Some(v) = self.store.access.get(k)? else { continue };
                     let Some(s) = Self::decode(k, &v) else { continue };
-                    if !accept(&s) {
+                    // An index key left by a crash between the two inserts may name a key that a
+                    // later entry (same instant, same sequence) reused: it must be this course's.
+                    if s.entry.course_id != Some(course) || !accept(&s) {
                         continue;
                     }
                     if items.len() == limit {
@@ -248,17 +250,14 @@ impl AccessStore {
             if batch.is_empty() {
                 break;
             }
-            let mut index = sled::Batch::default();
-            let mut main = sled::Batch::default();
             for (k, course) in &batch {
                 if let Some(c) = course {
-                    index.remove(course_key(*c, k));
+                    self.store.access_by_course.remove(course_key(*c, k))?;
                 }
-                main.remove(k.clone());
             }
-            let _one = crate::sled_exclusive();
-            self.store.access_by_course.apply_batch(index)?;
-            self.store.access.apply_batch(main)?;
+            for (k, _) in &batch {
+                self.store.access.remove(k)?;
+            }
             deleted += batch.len() as u64;
         }
         if deleted > 0 {

@@ -102,15 +102,6 @@ impl From<sled::Error> for AuditError {
     }
 }
 
-impl From<sled::transaction::TransactionError<()>> for AuditError {
-    fn from(e: sled::transaction::TransactionError<()>) -> Self {
-        match e {
-            sled::transaction::TransactionError::Storage(e) => AuditError::Storage(e.to_string()),
-            sled::transaction::TransactionError::Abort(()) => AuditError::Storage("transaction aborted".into()),
-        }
-    }
-}
-
 /// The audit sled database and its trees. sled takes a lock on the directory, so a tool can
 /// open it only while the server is stopped (the log's lock says the same).
 #[derive(Clone)]
@@ -131,7 +122,7 @@ impl AuditStore {
     /// Writes sled's buffers out, one flush at a time.
     pub(crate) fn flush(&self) -> sled::Result<usize> {
         let _one = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
-        let _all = crate::sled_exclusive();
+        let _all = crate::one_sled_flush();
         self.db.flush()
     }
 }

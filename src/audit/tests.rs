@@ -293,3 +293,25 @@ fn access_store_pages_filters_and_sweeps() {
     assert_eq!(left.items.len(), 3, "the per-course index follows the sweep");
     assert_eq!(store.query(&AccessFilter { limit: 100, ..Default::default() }).unwrap().items.len(), 6);
 }
+
+/// An entry is two single-key inserts, the per-course index first. A crash between them leaves an
+/// index key with no entry, and after a restart the same instant and sequence number can name
+/// another course's entry: the per-course query must show only that course's uses.
+#[test]
+fn an_index_key_left_by_a_crash_never_shows_another_course_s_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = AuditStore::open(dir.path()).unwrap();
+    let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let t0 = datetime!(2026-01-01 00:00 UTC);
+    AccessStore::new(audit.clone()).unwrap().write(&[entry(t0, Some(a), 1)]).unwrap();
+    // The crash: the index key made it, the entry did not.
+    let (k, _) = audit.access.first().unwrap().unwrap();
+    audit.access.remove(&k).unwrap();
+    assert_eq!(audit.access_by_course.len(), 1);
+    let store = AccessStore::new(audit.clone()).unwrap();
+    store.write(&[entry(t0, Some(b), 2)]).unwrap();
+    assert_eq!(audit.access.first().unwrap().unwrap().0, k, "the restart reused the key");
+    let of = |course| store.query(&AccessFilter { course: Some(course), limit: 10, ..Default::default() }).unwrap();
+    assert!(of(a).items.is_empty(), "{:?}", of(a).items);
+    assert_eq!(of(b).items.len(), 1);
+}

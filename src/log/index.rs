@@ -12,10 +12,15 @@
 //! | `h` stream_no(BE u32)    | version u64, stream_hash[32] as of the checkpoint            |
 //! | `m:checkpoint`           | the last position persisted, u64                             |
 //!
-//! A chunk, the heads it moves and the checkpoint go in one `sled::Batch`, so sled always holds a
-//! consistent prefix. It is persisted when a block fills, about once a second otherwise, and at
-//! shutdown, and never flushed on the request path: after a crash the index is behind the log
-//! (never ahead: it is written after the log's fsync) and catches up from the checkpoint.
+//! A persist writes single keys, in an order that makes every prefix of it harmless (sled's
+//! batches take its process-wide lock exclusively, which can deadlock it; see `crate::open_sled`):
+//! the chunks it touches, new stream numbers, moved heads, and the checkpoint **last**. Only what
+//! is at or before the checkpoint is loaded: chunk entries after it are ignored, and a head
+//! ahead of it is left for the catch-up, which re-reads those events from the log and rewrites
+//! the same keys with the same values. It is persisted when a block fills, about once a second
+//! otherwise, and at shutdown, and never flushed on the request path: after a crash the index is
+//! behind the log (never ahead: it is written after the log's fsync) and catches up from the
+//! checkpoint.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -124,6 +129,10 @@ impl Index {
         for item in tree.scan_prefix(b"c") {
             let (k, v) = item?;
             let block = u64::from_be_bytes(k[1..].try_into().map_err(|_| IndexError::Malformed("chunk key"))?);
+            if block * BLOCK >= checkpoint {
+                // Written by a persist whose checkpoint did not make it: the catch-up redoes it.
+                break;
+            }
             if block * BLOCK != position || v.len() % ENTRY != 0 {
                 return Err(IndexError::Malformed("chunks are not contiguous"));
             }
@@ -154,8 +163,14 @@ impl Index {
             let version = u64::from_le_bytes(v[..8].try_into().map_err(|_| IndexError::Malformed("head"))?);
             let key = mem.stream_keys.get(no as usize).ok_or(IndexError::Malformed("unknown stream number"))?.clone();
             let s = mem.streams.get_mut(&key).ok_or(IndexError::Malformed("unknown stream"))?;
-            if s.positions.len() as u64 != version {
-                return Err(IndexError::Malformed("stream head disagrees with its events"));
+            let known = s.positions.len() as u64;
+            if version > known {
+                // Moved by a persist whose checkpoint did not make it: the stream has events
+                // after the checkpoint, and the catch-up sets its hash from the last of them.
+                continue;
+            }
+            if version < known {
+                return Err(IndexError::Malformed("stream head is behind its events"));
             }
             s.hash = Hash(v[8..40].try_into().map_err(|_| IndexError::Malformed("head"))?);
         }
@@ -268,9 +283,10 @@ impl Index {
         !m.unpersisted.is_empty() && (from - 1) / BLOCK != (from - 1 + m.unpersisted.len() as u64) / BLOCK
     }
 
-    /// Writes everything not yet in sled as one atomic batch: the chunks it touches (rewritten
-    /// whole), new stream numbers, moved heads and the checkpoint. The in-memory index is locked
-    /// only to take a snapshot, so readers and the writer never wait for sled's I/O.
+    /// Writes everything not yet in sled: the chunks it touches (rewritten whole), new stream
+    /// numbers, moved heads and, last, the checkpoint, each a single-key insert (see the module
+    /// header for why any prefix of that is safe). The in-memory index is locked only to take a
+    /// snapshot, so readers and the writer never wait for sled's I/O.
     pub fn persist(&self) -> Result<(), IndexError> {
         let _one_at_a_time = self.persisting.lock().unwrap_or_else(|p| p.into_inner());
         // 1. Snapshot under the lock.
@@ -298,10 +314,10 @@ impl Index {
                 .collect();
             (first, entries, offsets, new_streams, heads)
         };
-        // 2. Build the batch without the lock.
+        // 2. Build the writes without the lock.
         let last = first + entries.len() as u64 - 1;
         let block_start = ((first - 1) / BLOCK) * BLOCK + 1;
-        let mut batch = sled::Batch::default();
+        let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut prefix_chunk: Option<sled::IVec> = None;
         if block_start < first {
             let block = (first - 1) / BLOCK;
@@ -327,24 +343,21 @@ impl Index {
                 v.extend_from_slice(&no.to_le_bytes());
                 v.extend_from_slice(&offsets[(p - block_start) as usize].to_le_bytes());
             }
-            batch.insert(be_key(b'c', &block.to_be_bytes()), v);
+            writes.push((be_key(b'c', &block.to_be_bytes()), v));
             block += 1;
         }
         for (no, key) in &new_streams {
-            batch.insert(be_key(b'n', &no.to_be_bytes()), key.as_slice());
+            writes.push((be_key(b'n', &no.to_be_bytes()), key.clone()));
         }
         for (no, version, hash) in &heads {
             let mut head = [0u8; 40];
             head[..8].copy_from_slice(&version.to_le_bytes());
             head[8..].copy_from_slice(&hash.0);
-            batch.insert(be_key(b'h', &no.to_be_bytes()), &head[..]);
+            writes.push((be_key(b'h', &no.to_be_bytes()), head.to_vec()));
         }
-        batch.insert(CHECKPOINT, &last.to_le_bytes());
-        // 3. Write; on failure put the snapshot back so the next attempt covers it.
-        let written = {
-            let _one = crate::sled_exclusive();
-            self.tree.apply_batch(batch)
-        };
+        writes.push((CHECKPOINT.to_vec(), last.to_le_bytes().to_vec()));
+        // 3. Write, in that order; on failure put the snapshot back so the next attempt covers it.
+        let written = writes.into_iter().try_for_each(|(k, v)| self.tree.insert(k, v).map(drop));
         match written {
             Ok(()) => {
                 self.mem.write().unwrap_or_else(|p| p.into_inner()).unpersisted_from = last + 1;
@@ -374,7 +387,7 @@ impl Index {
         // One flush at a time (see `crate::open_sled`): the writer's shutdown and a tool may both
         // ask.
         let _one_at_a_time = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
-        let _one = crate::sled_exclusive();
+        let _one = crate::one_sled_flush();
         self.tree.flush()?;
         Ok(())
     }

@@ -462,6 +462,60 @@ fn a_persisted_index_reloads_and_an_old_one_catches_up_across_blocks() {
     assert!(log.read_position(13_001).unwrap().is_none(), "past the head");
 }
 
+/// A persist writes its keys one at a time, the checkpoint last; a crash may keep any prefix of
+/// them. The worst prefix is everything but the checkpoint: chunks, new stream numbers and heads
+/// ahead of it. Putting an older checkpoint back over a full persist makes exactly that state.
+#[test]
+fn an_index_persisted_ahead_of_its_checkpoint_catches_up_without_a_rebuild() {
+    let tmp = tempfile::tempdir().unwrap();
+    let streams: Vec<StreamId> = (0..60).map(|_| course()).collect();
+    let write = |log: &EventLog, rounds: std::ops::Range<usize>, of: usize| {
+        for r in rounds {
+            let events: Vec<_> = (0..100).map(|i| ev(i + r as u32)).collect();
+            log.append_blocking(&streams[r % of], ExpectedVersion::Any, events).unwrap();
+        }
+    };
+    {
+        let log = open(tmp.path());
+        write(&log, 0..50, 50); // 5,000 events on the first 50 streams
+    }
+    {
+        let log = open(tmp.path());
+        write(&log, 50..130, 60); // 8,000 more, 10 new streams among them, across blocks
+    }
+    {
+        let db = sled::open(tmp.path().join("index")).unwrap();
+        let tree = db.open_tree("index").unwrap();
+        assert_eq!(tree.get(b"m:checkpoint").unwrap().unwrap().as_ref(), &13_000u64.to_le_bytes()[..]);
+        tree.insert(b"m:checkpoint", &5_000u64.to_le_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let (log, report) = EventLog::open(config(tmp.path())).unwrap();
+    assert_eq!((report.index_rebuilt.as_deref(), report.index_caught_up), (None, 8_000), "{report:?}");
+    for (i, s) in streams.iter().enumerate() {
+        let n = (0..50).filter(|r| r % 50 == i).count() as u64 * 100
+            + (50..130).filter(|r| r % 60 == i).count() as u64 * 100;
+        let events = log.read_stream(s, 1, false, 100_000).unwrap();
+        assert_eq!(events.len() as u64, n, "stream {i}");
+        let head = log.stream_head(s).unwrap().unwrap();
+        assert_eq!((head.version, head.stream_hash), (n, events.last().unwrap().stream_hash), "stream {i}");
+        for e in events.iter().step_by(37) {
+            assert_eq!(log.read_event(e.event_id).unwrap().unwrap().position, e.position);
+        }
+    }
+    // And it goes on from there: the next append continues the chains.
+    let r = log
+        .append_blocking(
+            &streams[55],
+            ExpectedVersion::Exact(log.stream_head(&streams[55]).unwrap().unwrap().version),
+            vec![ev(1)],
+        )
+        .unwrap();
+    assert_eq!(r.first_position, 13_001);
+    drop(log);
+    assert_eq!(verify::verify_dir(tmp.path(), None).unwrap().events, 13_001, "both chains hold");
+}
+
 #[test]
 fn an_empty_last_segment_left_by_a_roll_keeps_the_head() {
     // A roll creates the next segment (header, preallocated zeros) before the batch that needed

@@ -3,7 +3,7 @@
 //! It runs on its own OS thread because its work is blocking I/O (`pwrite`, `fdatasync`). Each
 //! turn it takes every append that is waiting, checks idempotency and expected versions against
 //! the stream heads (including earlier appends of the same turn), encodes all records into one
-//! buffer, writes it with one call, syncs once, updates the index in one sled batch, publishes
+//! buffer, writes it with one call, syncs once, updates the in-memory index, publishes
 //! the new committed position, and only then answers every waiting caller.
 
 use std::collections::HashMap;

@@ -13,9 +13,11 @@
 //!   or the task from [`Projections::spawn_follower`] that follows `log.subscribe()`). It
 //!   persists to sled at `data_dir/projections/` every [`ProjectionConfig::persist_every`]
 //!   events or [`ProjectionConfig::persist_interval`], whichever comes first: the views of the
-//!   courses changed since the last write *and the checkpoint* go in ONE `sled::Batch`, so sled
-//!   always holds the state after exactly the events up to its checkpoint. A crash loses only
-//!   what was applied in memory since then, which the next open re-applies from the log. No
+//!   courses changed since the last write, then *the checkpoint*, each a single-key insert
+//!   (sled's batches take its process-wide lock exclusively, which can deadlock it; see
+//!   `crate::open_sled`). A view records the log position it is the state at, so a crash
+//!   between the two leaves views at or ahead of the checkpoint, never behind: the next open
+//!   re-applies from the checkpoint and skips, per course, what the view already holds. No
 //!   event is applied twice or skipped.
 //! - **Compact records.** A view is stored in a checksummed binary form ([`codec`], ≈ 3.8 KB
 //!   for a course of 100 events, against ≈ 35 KB as JSON), so a rebuild's final write and a cold
@@ -25,7 +27,7 @@
 //!   does, so a long catch-up reads and decodes on other threads while one thread applies the
 //!   chunks in log order and persists between them, exactly as a short catch-up does.
 //! - **One shared checkpoint.** All four views live in the same per-course record and are
-//!   written in the same batch, so there is one checkpoint for all of them; `rebuild NAME`
+//!   written by the same persist, so there is one checkpoint for all of them; `rebuild NAME`
 //!   therefore rebuilds the shared store.
 //! - **Derived, disposable.** A missing, unreadable or differently formatted store (or one
 //!   ahead of the log) is thrown away and rebuilt from position 1. sled is never flushed on
@@ -418,12 +420,10 @@ impl Projections {
             }
         };
         if checkpoint == 0 {
-            // Mark the format now, so an empty store is recognisably ours.
-            let mut b = sled::Batch::default();
-            b.insert(KEY_FORMAT, FORMAT);
-            b.insert(KEY_CHECKPOINT, &0u64.to_be_bytes());
-            let _one = crate::sled_exclusive();
-            tree.apply_batch(b)?;
+            // Mark the format now, so an empty store is recognisably ours (a store with a format
+            // and no checkpoint does not load, and is rebuilt).
+            tree.insert(KEY_FORMAT, FORMAT)?;
+            tree.insert(KEY_CHECKPOINT, &0u64.to_be_bytes())?;
         }
         report.loaded = courses.len();
         report.checkpoint = checkpoint;
@@ -658,7 +658,12 @@ impl Projections {
         let mut st = self.write();
         let mut touched: HashSet<CourseId> = HashSet::new();
         for (id, rec, event) in chunk {
-            Arc::make_mut(st.courses.entry(*id).or_insert_with(|| Arc::new(CourseView::new(*id)))).apply(rec, event);
+            let view = st.courses.entry(*id).or_insert_with(|| Arc::new(CourseView::new(*id)));
+            if rec.position <= view.position {
+                // The stored view already holds it: its persist got further than the checkpoint.
+                continue;
+            }
+            Arc::make_mut(view).apply(rec, event);
             touched.insert(*id);
         }
         for id in &touched {
@@ -703,26 +708,24 @@ impl Projections {
         Snapshot { dirty, views, applied }
     }
 
-    /// Encodes a snapshot and writes it with its checkpoint in one batch. If the write fails, its
-    /// courses are marked dirty again, so no later batch (with a later checkpoint) goes without
-    /// them.
+    /// Encodes a snapshot and writes its views, then its checkpoint (single-key inserts; see the
+    /// module header). If a write fails, its courses are marked dirty again, so no later persist
+    /// (with a later checkpoint) goes without them.
     fn write_snapshot(&self, snap: Snapshot) -> Result<(), ProjectionError> {
         let started = Instant::now();
         let Snapshot { dirty, views, applied } = snap;
         let records = encode_all(&views);
         drop(views);
         let encoded = started.elapsed();
-        let mut batch = sled::Batch::default();
         let mut bytes = 0;
-        for (id, record) in records {
-            bytes += record.len();
-            batch.insert(&course_key(id), record);
-        }
-        batch.insert(KEY_CHECKPOINT, &applied.to_be_bytes());
-        let written = {
-            let _one = crate::sled_exclusive();
-            self.inner.tree.apply_batch(batch)
-        };
+        let tree = &self.inner.tree;
+        let written = records
+            .into_iter()
+            .try_for_each(|(id, record)| {
+                bytes += record.len();
+                tree.insert(course_key(id), record).map(drop)
+            })
+            .and_then(|()| tree.insert(KEY_CHECKPOINT, &applied.to_be_bytes()).map(drop));
         if let Err(e) = written {
             self.write().dirty.extend(dirty);
             return Err(e.into());
@@ -766,7 +769,7 @@ impl Projections {
         Ok(())
     }
 
-    /// Writes the changed views and the checkpoint in one batch, on this thread.
+    /// Writes the changed views and then the checkpoint, on this thread.
     fn persist(&self, applier: &mut Applier) -> Result<(), ProjectionError> {
         self.finish_in_flight(applier);
         let snap = self.snapshot(applier);
