@@ -403,7 +403,8 @@ admin AccountDisabled 1 {"account_id":"00000000-0000-0000-0000-000000000005"}
         out
     }
 
-    /// Views folded from the examples, at three points, without their CRC.
+    /// Views folded from the examples, at three points, as whole records, chunks and heads with
+    /// a tail, without their CRC.
     fn views() -> Seeds {
         let history = history();
         [5, 14, history.len()]
@@ -421,7 +422,23 @@ admin AccountDisabled 1 {"account_id":"00000000-0000-0000-0000-000000000005"}
                     };
                     view.apply(&Recorded { position: n as u64 + 1, meta }, e);
                 }
-                (format!("view-{upto:02}-events"), codec::encode(&view)[4..].to_vec())
+                view
+            })
+            .flat_map(|view| {
+                let n = view.observations.len();
+                let mut out = vec![(format!("view-{n:02}-observations"), codec::encode(&view)[4..].to_vec())];
+                if n > 0 {
+                    let half = n / 2;
+                    out.push((
+                        format!("chunk-{half:02}-observations"),
+                        codec::encode_chunk(&view.observations[..half])[4..].to_vec(),
+                    ));
+                    out.push((
+                        format!("head-tail-from-{half:02}"),
+                        codec::encode_head(&view, half, &[0xC0FFEE])[4..].to_vec(),
+                    ));
+                }
+                out
             })
             .collect()
     }

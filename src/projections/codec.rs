@@ -7,13 +7,24 @@
 //!
 //! # Layout
 //!
+//! A course is stored as one *head* record and, once it has more than [`CHUNK_OBS`]
+//! observations, *chunks* of exactly [`CHUNK_OBS`] observations each, so that a persist
+//! rewrites what changed, not the whole history: the head (everything but the sealed
+//! observations) and, rarely, a chunk whose observation a correction or retraction changed.
+//! Both records are framed the same way:
+//!
 //! ```text
 //! u32 LE   crc32c of everything after it
 //! varint   n, the number of distinct accounts in the record
 //! n × 16   UUIDs; every AccountId, CompanyId, GoalId and PlacementId in the body is a
 //!          varint index into this table (they recur in nearly every observation)
-//! body     the CourseView, field by field in declaration order
+//! body     head:  the CourseView, field by field in declaration order, whose observations
+//!                 are the tail after the sealed chunks; then the chunks' CRCs (Vec<u32>)
+//!          chunk: the observations (Vec<Observation>)
 //! ```
+//!
+//! A head names the CRC (the first four bytes) of every chunk it is the head of, so a chunk
+//! written by a persist that did not finish is told from the one the head was written with.
 //!
 //! - integers are LEB128 varints (signed ones zigzagged); `bool` is one byte, 0 or 1;
 //! - other UUIDs are 16 raw bytes; texts are a varint byte length and UTF-8, re-validated
@@ -44,10 +55,59 @@ use crate::domain::{
     ProgrammeKind, Role, Text,
 };
 
-/// Encodes a view into its persisted record.
+/// Observations per sealed chunk. A head carries at most this many less one in its tail, so a
+/// persist of a course that only grew rewrites at most that many observations and its head.
+pub const CHUNK_OBS: usize = 64;
+
+/// Encodes a head: the view's fields, its observations from `tail_from` on, and the CRCs of its
+/// sealed chunks (`tail_from == chunk_crcs.len() * CHUNK_OBS`).
+pub fn encode_head(view: &CourseView, tail_from: usize, chunk_crcs: &[u32]) -> Vec<u8> {
+    let tail = &view.observations[tail_from.min(view.observations.len())..];
+    frame(64 + 40 * tail.len(), |e| {
+        put_head(view, e);
+        put_slice(tail, e);
+        put_slice(chunk_crcs, e);
+    })
+}
+
+/// Decodes a head: the view with only its tail as observations, and its chunks' CRCs.
+pub fn decode_head(bytes: &[u8]) -> Option<(CourseView, Vec<u32>)> {
+    unframe(bytes, |d| {
+        let mut view = get_head(d)?;
+        view.observations = Bin::get(d)?;
+        Some((view, Bin::get(d)?))
+    })
+}
+
+/// Encodes a sealed chunk of observations.
+pub fn encode_chunk(observations: &[Observation]) -> Vec<u8> {
+    frame(40 * observations.len(), |e| put_slice(observations, e))
+}
+
+pub fn decode_chunk(bytes: &[u8]) -> Option<Vec<Observation>> {
+    unframe(bytes, Bin::get)
+}
+
+/// The CRC a head names a chunk by: the record's own checksum.
+pub fn record_crc(record: &[u8]) -> Option<u32> {
+    record.first_chunk::<4>().map(|c| u32::from_le_bytes(*c))
+}
+
+/// A whole view as one record: a head with no sealed chunks (tests and fuzzing).
+#[cfg(any(test, fuzzing))]
 pub fn encode(view: &CourseView) -> Vec<u8> {
-    let mut e = Enc { buf: Vec::with_capacity(64 + 40 * view.observations.len()), ids: HashMap::new(), table: vec![] };
-    view.put(&mut e);
+    encode_head(view, 0, &[])
+}
+
+/// Decodes [`encode`]'s record; `None` if it is damaged, not in this format, or names chunks.
+#[cfg(any(test, fuzzing))]
+pub fn decode(bytes: &[u8]) -> Option<CourseView> {
+    decode_head(bytes).and_then(|(view, crcs)| crcs.is_empty().then_some(view))
+}
+
+fn frame(capacity: usize, body: impl FnOnce(&mut Enc)) -> Vec<u8> {
+    let mut e = Enc { buf: Vec::with_capacity(capacity), ids: HashMap::new(), table: vec![] };
+    body(&mut e);
     let mut out = Vec::with_capacity(4 + 10 + 16 * e.table.len() + e.buf.len());
     out.extend_from_slice(&[0; 4]);
     put_varint(&mut out, e.table.len() as u64);
@@ -60,8 +120,7 @@ pub fn encode(view: &CourseView) -> Vec<u8> {
     out
 }
 
-/// Decodes a persisted record; `None` if it is damaged or not in this format.
-pub fn decode(bytes: &[u8]) -> Option<CourseView> {
+fn unframe<T>(bytes: &[u8], body: impl FnOnce(&mut Dec<'_>) -> Option<T>) -> Option<T> {
     let (crc, rest) = bytes.split_first_chunk::<4>()?;
     if u32::from_le_bytes(*crc) != crc32c::crc32c(rest) {
         return None;
@@ -73,8 +132,8 @@ pub fn decode(bytes: &[u8]) -> Option<CourseView> {
         table.push(Uuid::get(&mut d)?);
     }
     d.table = table;
-    let view = CourseView::get(&mut d)?;
-    d.buf.is_empty().then_some(view)
+    let value = body(&mut d)?;
+    d.buf.is_empty().then_some(value)
 }
 
 struct Enc {
@@ -305,12 +364,17 @@ impl<T: Bin> Bin for Option<T> {
     }
 }
 
+/// A varint length, then the items (a `Vec`'s form).
+fn put_slice<T: Bin>(items: &[T], e: &mut Enc) {
+    put_varint(&mut e.buf, items.len() as u64);
+    for v in items {
+        v.put(e);
+    }
+}
+
 impl<T: Bin> Bin for Vec<T> {
     fn put(&self, e: &mut Enc) {
-        put_varint(&mut e.buf, self.len() as u64);
-        for v in self {
-            v.put(e);
-        }
+        put_slice(self, e);
     }
     fn get(d: &mut Dec<'_>) -> Option<Self> {
         let n = d.len(1)?;
@@ -387,9 +451,73 @@ bin_struct! {
     Agreement { agreement_id, placement_id, mentor, valid_from, valid_to, hours_per_week, renewals }
     Closure { outcome, at }
     Observation { event_id, position, occurred_at, actor, status, obs }
-    CourseView { course_id, version, position, young_person, programme, municipality, start_date, opened_at, phase,
-        phase_since, closed, participants, tenures, goals, actions, placements, active_placement, agreements,
-        observations }
+}
+
+/// Every field of a view but its observations (destructured, so none can be forgotten).
+fn put_head(view: &CourseView, e: &mut Enc) {
+    let CourseView {
+        course_id,
+        version,
+        position,
+        young_person,
+        programme,
+        municipality,
+        start_date,
+        opened_at,
+        phase,
+        phase_since,
+        closed,
+        participants,
+        tenures,
+        goals,
+        actions,
+        placements,
+        active_placement,
+        agreements,
+        observations: _,
+    } = view;
+    course_id.put(e);
+    version.put(e);
+    position.put(e);
+    young_person.put(e);
+    programme.put(e);
+    municipality.put(e);
+    start_date.put(e);
+    opened_at.put(e);
+    phase.put(e);
+    phase_since.put(e);
+    closed.put(e);
+    participants.put(e);
+    tenures.put(e);
+    goals.put(e);
+    actions.put(e);
+    placements.put(e);
+    active_placement.put(e);
+    agreements.put(e);
+}
+
+fn get_head(d: &mut Dec<'_>) -> Option<CourseView> {
+    Some(CourseView {
+        course_id: Bin::get(d)?,
+        version: Bin::get(d)?,
+        position: Bin::get(d)?,
+        young_person: Bin::get(d)?,
+        programme: Bin::get(d)?,
+        municipality: Bin::get(d)?,
+        start_date: Bin::get(d)?,
+        opened_at: Bin::get(d)?,
+        phase: Bin::get(d)?,
+        phase_since: Bin::get(d)?,
+        closed: Bin::get(d)?,
+        participants: Bin::get(d)?,
+        tenures: Bin::get(d)?,
+        goals: Bin::get(d)?,
+        actions: Bin::get(d)?,
+        placements: Bin::get(d)?,
+        active_placement: Bin::get(d)?,
+        agreements: Bin::get(d)?,
+        observations: Vec::new(),
+    })
 }
 
 impl Bin for ObsStatus {

@@ -23,6 +23,14 @@
 //!   for a course of 100 events, against ≈ 35 KB as JSON), so a rebuild's final write and a cold
 //!   start's load take a fraction of a second. A record that fails its checksum or does not
 //!   decode strictly makes the whole store rebuild.
+//! - **A persist writes what changed, not whole histories.** A course's observations are stored
+//!   in sealed chunks of [`codec::CHUNK_OBS`], written once, and a head record with everything
+//!   else and the tail; a persist of a course that only grew writes its head (and a chunk when
+//!   one fills), and a correction or retraction rewrites the one chunk it lands in. So a
+//!   persist costs what was applied since the last one, however long the courses are (it used
+//!   to re-encode every changed course whole: under a steady write load its cost grew with the
+//!   data). The head names its chunks by CRC, so a chunk rewritten by a persist that did not
+//!   finish is never mistaken for the one the head was written with (the store is rebuilt).
 //! - **Pipelined catch-up.** Reading and decoding the log cost about four times what applying
 //!   does, so a long catch-up reads and decodes on other threads while one thread applies the
 //!   chunks in log order and persists between them, exactly as a short catch-up does.
@@ -47,7 +55,7 @@ pub mod views;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
@@ -57,7 +65,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-pub use course::{CourseView, Recorded};
+pub use course::{CourseView, Observation, Recorded};
 pub use views::{
     ActionItem, ActionState, ComplianceState, ContactFrequency, CourseStatus, Cursor, EventDetail, HistoryFilter,
     HistoryPage, MyCourse,
@@ -72,10 +80,13 @@ pub const NAMES: &[&str] = &["course_status", "contact_frequency", "actions", "c
 
 /// Bumped when the persisted form of [`CourseView`] ([`codec`]) changes; a store in another
 /// format is rebuilt.
-const FORMAT: &[u8] = b"vivirk-projections-2";
+const FORMAT: &[u8] = b"vivirk-projections-3";
 const KEY_FORMAT: &[u8] = b"m:format";
 const KEY_CHECKPOINT: &[u8] = b"m:checkpoint";
+/// `c` course → the course's head record ([`codec::encode_head`]).
 const COURSE_PREFIX: u8 = b'c';
+/// `o` course chunk_no(BE u32) → a sealed chunk of its observations ([`codec::encode_chunk`]).
+const CHUNK_PREFIX: u8 = b'o';
 /// Log events read and decoded per step; decoding happens outside the state lock.
 const CHUNK: usize = 4096;
 /// A catch-up of at least this many events reads and decodes on other threads while this one
@@ -163,8 +174,8 @@ struct State {
     indexed: HashMap<CourseId, (Vec<AccountId>, Vec<AccountId>)>,
     /// Last log position applied in memory.
     applied: u64,
-    /// Courses changed since the last persist.
-    dirty: HashSet<CourseId>,
+    /// Courses changed since the last persist, and which of their observations.
+    dirty: HashMap<CourseId, Dirty>,
 }
 
 impl State {
@@ -221,6 +232,12 @@ struct Inner {
     applied_tx: watch::Sender<u64>,
     persisted: AtomicU64,
     skipped: AtomicU64,
+    /// The CRCs of each course's sealed chunks as stored, for the next head. Only persists use
+    /// it, one at a time; it changes only when a persist's writes all succeeded.
+    chunk_crcs: Mutex<HashMap<CourseId, Vec<u32>>>,
+    /// Records and bytes written by persists so far.
+    persist_records: AtomicU64,
+    persist_bytes: AtomicU64,
 }
 
 /// The projection engine; cheap to clone.
@@ -231,9 +248,48 @@ pub struct Projections {
 
 /// The changed views and the position they are the state at (see `Projections::snapshot`).
 struct Snapshot {
-    dirty: HashSet<CourseId>,
-    views: Vec<(CourseId, Arc<CourseView>)>,
+    dirty: HashMap<CourseId, Dirty>,
+    views: Vec<(CourseId, Arc<CourseView>, Dirty)>,
     applied: u64,
+}
+
+/// What a persist writes for one course: its changed sealed chunks, then its head.
+struct EncodedCourse {
+    id: CourseId,
+    chunks: Vec<(u32, Vec<u8>)>,
+    head: Vec<u8>,
+    /// The CRCs of all its sealed chunks, as the head names them.
+    crcs: Vec<u32>,
+}
+
+/// What changed in a course since the last persist: observations appended from index
+/// `appended` on, and the sealed chunks holding observations corrected or retracted in place.
+/// The other sealed chunks are as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Dirty {
+    appended: usize,
+    changed: BTreeSet<u32>,
+}
+
+impl Dirty {
+    /// Everything: what a course whose stored form is unknown needs.
+    fn all() -> Self {
+        Dirty::default()
+    }
+
+    fn merge(&mut self, other: Dirty) {
+        self.appended = self.appended.min(other.appended);
+        self.changed.extend(other.changed);
+    }
+}
+
+fn mark_dirty(dirty: &mut HashMap<CourseId, Dirty>, id: CourseId, d: Dirty) {
+    match dirty.entry(id) {
+        std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(d),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(d);
+        }
+    }
 }
 
 /// Why an envelope was not folded into a course.
@@ -338,10 +394,39 @@ pub fn fold_envelopes(course_id: CourseId, envs: &[Envelope], cut: AsOf) -> (Cou
     (view, now, skipped)
 }
 
+/// Encodes one course for a persist: the sealed chunks that changed (the others are as stored,
+/// with the CRCs in `stored`), then the head with the tail.
+fn encode_course(id: CourseId, view: &CourseView, dirty: &Dirty, stored: &[u32]) -> EncodedCourse {
+    let k = codec::CHUNK_OBS;
+    let sealed = view.observations.len() / k;
+    // Chunks from `start` on hold appended observations (or were never stored).
+    let start = (dirty.appended / k).min(stored.len()).min(sealed);
+    let mut crcs = stored[..start].to_vec();
+    let rewrite = dirty.changed.iter().map(|c| *c as usize).filter(|c| *c < start).chain(start..sealed);
+    let mut chunks = Vec::new();
+    for c in rewrite {
+        let record = codec::encode_chunk(&view.observations[c * k..(c + 1) * k]);
+        let crc = codec::record_crc(&record).unwrap_or_default();
+        if c < crcs.len() {
+            crcs[c] = crc;
+        } else {
+            crcs.push(crc);
+        }
+        chunks.push((c as u32, record));
+    }
+    let head = codec::encode_head(view, sealed * k, &crcs);
+    EncodedCourse { id, chunks, head, crcs }
+}
+
 /// Encodes views for the store; a large persist (a rebuild's) is split over a few threads.
-fn encode_all(views: &[(CourseId, Arc<CourseView>)]) -> Vec<(CourseId, Vec<u8>)> {
-    let encode = |vs: &[(CourseId, Arc<CourseView>)]| -> Vec<(CourseId, Vec<u8>)> {
-        vs.iter().map(|(id, v)| (*id, codec::encode(v))).collect()
+fn encode_all(
+    views: &[(CourseId, Arc<CourseView>, Dirty)],
+    stored: &HashMap<CourseId, Vec<u32>>,
+) -> Vec<EncodedCourse> {
+    let encode = |vs: &[(CourseId, Arc<CourseView>, Dirty)]| -> Vec<EncodedCourse> {
+        vs.iter()
+            .map(|(id, v, dirty)| encode_course(*id, v, dirty, stored.get(id).map_or(&[][..], |c| c.as_slice())))
+            .collect()
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
     if threads < 2 || views.len() < 256 {
@@ -360,12 +445,25 @@ fn course_key(id: CourseId) -> [u8; 17] {
     k
 }
 
-/// Loads the store; `Err(reason)` when it must be rebuilt.
-fn load(tree: &sled::Tree, log_head: u64) -> Result<(u64, HashMap<CourseId, Arc<CourseView>>), String> {
+fn chunk_key(id: CourseId, chunk: u32) -> [u8; 21] {
+    let mut k = [0u8; 21];
+    k[0] = CHUNK_PREFIX;
+    k[1..17].copy_from_slice(id.0.as_bytes());
+    k[17..].copy_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+/// What [`load`] returns: the checkpoint, the views and their chunks' CRCs.
+type Loaded = (u64, HashMap<CourseId, Arc<CourseView>>, HashMap<CourseId, Vec<u32>>);
+
+/// Loads the store; `Err(reason)` when it must be rebuilt. A head names its chunks by CRC:
+/// chunks past those it names (sealed by a persist that did not finish) are ignored, and a named
+/// chunk that is missing or another one (rewritten by such a persist) makes the store rebuild.
+fn load(tree: &sled::Tree, log_head: u64) -> Result<Loaded, String> {
     let format = tree.get(KEY_FORMAT).map_err(|e| format!("unreadable: {e}"))?;
     let checkpoint = tree.get(KEY_CHECKPOINT).map_err(|e| format!("unreadable: {e}"))?;
     let (Some(format), Some(checkpoint)) = (format, checkpoint) else {
-        return if tree.is_empty() { Ok((0, HashMap::new())) } else { Err("no checkpoint".into()) };
+        return if tree.is_empty() { Ok((0, HashMap::new(), HashMap::new())) } else { Err("no checkpoint".into()) };
     };
     if format.as_ref() != FORMAT {
         return Err("written in another format".into());
@@ -374,14 +472,54 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<(u64, HashMap<CourseId, Arc<
     if checkpoint > log_head {
         return Err(format!("checkpoint {checkpoint} is ahead of the log head {log_head}"));
     }
-    let mut courses = HashMap::new();
+    let mut heads: HashMap<CourseId, (CourseView, Vec<u32>)> = HashMap::new();
     for kv in tree.scan_prefix([COURSE_PREFIX]) {
         let (k, v) = kv.map_err(|e| format!("unreadable: {e}"))?;
         let id = Uuid::from_slice(&k[1..]).map_err(|_| "malformed key".to_owned())?;
-        let view = codec::decode(&v).ok_or_else(|| format!("undecodable view of course {id}"))?;
-        courses.insert(CourseId(id), Arc::new(view));
+        let head = codec::decode_head(&v).ok_or_else(|| format!("undecodable view of course {id}"))?;
+        heads.insert(CourseId(id), head);
     }
-    Ok((checkpoint, courses))
+    // Sealed chunks, in key order: course by course, each course's in order.
+    let mut sealed: HashMap<CourseId, Vec<Observation>> = HashMap::new();
+    for kv in tree.scan_prefix([CHUNK_PREFIX]) {
+        let (k, v) = kv.map_err(|e| format!("unreadable: {e}"))?;
+        let (id, chunk) = match (k.get(1..17).map(Uuid::from_slice), k.get(17..21)) {
+            (Some(Ok(id)), Some(c)) if k.len() == 21 => (CourseId(id), u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
+            _ => return Err("malformed chunk key".into()),
+        };
+        let Some((head, crcs)) = heads.get(&id) else { continue };
+        let Some(want) = crcs.get(chunk as usize) else { continue };
+        if codec::record_crc(&v) != Some(*want) {
+            return Err(format!("chunk {chunk} of course {} is not the one its head names", id.0));
+        }
+        // Sized for the whole course, tail included, so it is never copied to grow.
+        let obs = sealed
+            .entry(id)
+            .or_insert_with(|| Vec::with_capacity(crcs.len() * codec::CHUNK_OBS + head.observations.len()));
+        if obs.len() != chunk as usize * codec::CHUNK_OBS {
+            return Err(format!("chunk {chunk} of course {} is out of order", id.0));
+        }
+        let chunk_obs = codec::decode_chunk(&v).ok_or_else(|| format!("undecodable chunk of course {}", id.0))?;
+        if chunk_obs.len() != codec::CHUNK_OBS {
+            return Err(format!("chunk {chunk} of course {} is not full", id.0));
+        }
+        obs.extend(chunk_obs);
+    }
+    let mut courses = HashMap::with_capacity(heads.len());
+    let mut chunk_crcs = HashMap::with_capacity(heads.len());
+    for (id, (mut view, crcs)) in heads {
+        let mut obs = sealed.remove(&id).unwrap_or_default();
+        if obs.len() != crcs.len() * codec::CHUNK_OBS {
+            return Err(format!("course {} is missing sealed chunks", id.0));
+        }
+        obs.append(&mut view.observations);
+        view.observations = obs;
+        courses.insert(id, Arc::new(view));
+        if !crcs.is_empty() {
+            chunk_crcs.insert(id, crcs);
+        }
+    }
+    Ok((checkpoint, courses, chunk_crcs))
 }
 
 fn open_store(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), sled::Error> {
@@ -410,13 +548,13 @@ impl Projections {
                 open_store(&config.dir)?
             }
         };
-        let (checkpoint, courses) = match load(&tree, log.committed()) {
+        let (checkpoint, courses, chunk_crcs) = match load(&tree, log.committed()) {
             Ok(loaded) => loaded,
             Err(reason) => {
                 tracing::warn!(%reason, "projections: rebuilding the store from the log");
                 tree.clear()?;
                 report.rebuilt = Some(reason);
-                (0, HashMap::new())
+                (0, HashMap::new(), HashMap::new())
             }
         };
         if checkpoint == 0 {
@@ -446,6 +584,9 @@ impl Projections {
                 applied_tx,
                 persisted: AtomicU64::new(checkpoint),
                 skipped: AtomicU64::new(0),
+                chunk_crcs: Mutex::new(chunk_crcs),
+                persist_records: AtomicU64::new(0),
+                persist_bytes: AtomicU64::new(0),
             }),
         };
         // The backlog is persisted by count only: in a bulk catch-up nearly every course changes
@@ -656,20 +797,33 @@ impl Projections {
 
     fn apply_chunk(&self, chunk: &[(CourseId, Recorded, CourseEvent)], last: u64) {
         let mut st = self.write();
-        let mut touched: HashSet<CourseId> = HashSet::new();
+        let mut touched: HashMap<CourseId, Dirty> = HashMap::new();
         for (id, rec, event) in chunk {
             let view = st.courses.entry(*id).or_insert_with(|| Arc::new(CourseView::new(*id)));
             if rec.position <= view.position {
                 // The stored view already holds it: its persist got further than the checkpoint.
                 continue;
             }
+            // The first observation this event changes: a correction or retraction changes its
+            // target in place (and appends nothing), anything else can only append.
+            let target = match event {
+                CourseEvent::EventCorrected(e) => Some(e.target_event_id),
+                CourseEvent::EventRetracted(e) => Some(e.target_event_id),
+                _ => None,
+            };
+            let changed = target
+                .and_then(|t| view.observations.iter().rposition(|o| o.event_id == t))
+                .map(|i| (i / codec::CHUNK_OBS) as u32);
+            let dirty = Dirty { appended: view.observations.len(), changed: changed.into_iter().collect() };
             Arc::make_mut(view).apply(rec, event);
-            touched.insert(*id);
+            mark_dirty(&mut touched, *id, dirty);
         }
-        for id in &touched {
+        for id in touched.keys() {
             st.reindex(*id);
         }
-        st.dirty.extend(touched);
+        for (id, dirty) in touched {
+            mark_dirty(&mut st.dirty, id, dirty);
+        }
         st.applied = last;
         drop(st);
         self.inner.applied_tx.send_replace(last);
@@ -692,7 +846,9 @@ impl Projections {
     fn mark_all_dirty(&self) {
         let mut st = self.write();
         let ids: Vec<CourseId> = st.courses.keys().copied().collect();
-        st.dirty.extend(ids);
+        for id in ids {
+            mark_dirty(&mut st.dirty, id, Dirty::all());
+        }
     }
 
     /// What a persist writes: the changed views (shared, not copied) and the position they are
@@ -700,7 +856,8 @@ impl Projections {
     fn snapshot(&self, applier: &mut Applier) -> Snapshot {
         let dirty = std::mem::take(&mut self.write().dirty);
         let st = self.read();
-        let views = dirty.iter().filter_map(|id| st.courses.get(id).map(|v| (*id, v.clone()))).collect();
+        let views =
+            dirty.iter().filter_map(|(id, d)| st.courses.get(id).map(|v| (*id, v.clone(), d.clone()))).collect();
         let applied = st.applied;
         drop(st);
         applier.since_persist = 0;
@@ -714,28 +871,47 @@ impl Projections {
     fn write_snapshot(&self, snap: Snapshot) -> Result<(), ProjectionError> {
         let started = Instant::now();
         let Snapshot { dirty, views, applied } = snap;
-        let records = encode_all(&views);
+        // Only persists use the CRCs, one at a time; held until the writes are done.
+        let mut stored = self.inner.chunk_crcs.lock().unwrap_or_else(|p| p.into_inner());
+        let encoded = encode_all(&views, &stored);
         drop(views);
-        let encoded = started.elapsed();
-        let mut bytes = 0;
+        let encode_time = started.elapsed();
+        let (mut bytes, mut records) = (0usize, 0usize);
         let tree = &self.inner.tree;
-        let written = records
-            .into_iter()
-            .try_for_each(|(id, record)| {
-                bytes += record.len();
-                tree.insert(course_key(id), record).map(drop)
+        // Per course its chunks, then its head; the checkpoint last (see the module header).
+        let written = encoded
+            .iter()
+            .try_for_each(|c| {
+                for (n, record) in &c.chunks {
+                    bytes += record.len();
+                    records += 1;
+                    tree.insert(chunk_key(c.id, *n), record.as_slice())?;
+                }
+                bytes += c.head.len();
+                records += 1;
+                tree.insert(course_key(c.id), c.head.as_slice()).map(drop)
             })
             .and_then(|()| tree.insert(KEY_CHECKPOINT, &applied.to_be_bytes()).map(drop));
+        self.inner.persist_records.fetch_add(records as u64, Ordering::Relaxed);
+        self.inner.persist_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         if let Err(e) = written {
-            self.write().dirty.extend(dirty);
+            let mut st = self.write();
+            for (id, d) in dirty {
+                mark_dirty(&mut st.dirty, id, d);
+            }
             return Err(e.into());
         }
+        for c in encoded {
+            stored.insert(c.id, c.crcs);
+        }
+        drop(stored);
         self.inner.persisted.store(applied, Ordering::Release);
         tracing::debug!(
             checkpoint = applied,
             courses = dirty.len(),
+            records,
             bytes,
-            encode_ms = encoded.as_millis() as u64,
+            encode_ms = encode_time.as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "projections persisted"
         );
@@ -774,6 +950,11 @@ impl Projections {
         self.finish_in_flight(applier);
         let snap = self.snapshot(applier);
         self.write_snapshot(snap)
+    }
+
+    /// Records and bytes written to the store by persists since open.
+    pub fn persist_stats(&self) -> (u64, u64) {
+        (self.inner.persist_records.load(Ordering::Relaxed), self.inner.persist_bytes.load(Ordering::Relaxed))
     }
 
     /// Persists whatever is applied but not yet written (shutdown, tools).

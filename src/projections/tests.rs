@@ -426,6 +426,74 @@ fn views_persisted_ahead_of_the_checkpoint_apply_nothing_twice() {
     assert_eq!(p.checkpoint(), head, "the open persisted its catch-up");
 }
 
+fn correct_first_contact(f: &mut Fixture, at: OffsetDateTime) {
+    // `fill`: five events set the course up, then its observations; the first is a contact.
+    let target = f.ids[5];
+    let replacement = ContactLogged { channel: Channel::Video, ..t::contact() };
+    f.ok(
+        t::caseworker(),
+        at,
+        CourseCommand::CorrectEvent(EventCorrected {
+            target_event_id: target,
+            reason: t::l("Was a video call."),
+            replacement: Box::new(replacement.into()),
+        }),
+    );
+}
+
+/// A course's observations beyond its tail are stored in sealed chunks, written once: a persist
+/// of a course that only grew writes its head, and a correction rewrites the chunk it lands in.
+#[test]
+fn a_long_course_is_stored_in_sealed_chunks_and_a_persist_writes_only_what_changed() {
+    let mut f = Fixture::new();
+    fill(&mut f, 200);
+    let c = config_persisting_every(&f.dir, u64::MAX);
+    let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap();
+    let k = codec::CHUNK_OBS;
+    assert_eq!(p.course_view(f.course).unwrap().observations.len(), 200);
+    assert_eq!(p.inner.tree.scan_prefix([CHUNK_PREFIX]).count(), 200 / k);
+    let at = datetime!(2025-06-20 08:00 UTC);
+    for i in 0..3 {
+        f.ok(t::caseworker(), at + Duration::hours(i), contact(true, Channel::Phone));
+    }
+    let (records, _) = p.persist_stats();
+    p.catch_up_to(u64::MAX, true).unwrap();
+    assert_eq!(p.persist_stats().0 - records, 1, "three more observations in the tail: the head alone");
+    correct_first_contact(&mut f, at + Duration::hours(4));
+    let (records, _) = p.persist_stats();
+    p.catch_up_to(u64::MAX, true).unwrap();
+    assert_eq!(p.persist_stats().0 - records, 2, "the first chunk and the head");
+    let views = all_views(&p);
+    assert!(matches!(views[0].1.observations[0].status, course::ObsStatus::Corrected { .. }));
+    drop(p);
+    let (reopened, report) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
+    assert_eq!((report.rebuilt, report.caught_up), (None, 0));
+    assert_eq!(all_views(&reopened), views);
+    assert_eq!(views, folded(&f, &reopened));
+}
+
+/// A crash inside a persist can leave a chunk rewritten (by a correction) under the head written
+/// before it: the head names its chunks by CRC, so the store is rebuilt rather than trusted.
+#[test]
+fn a_chunk_rewritten_by_an_unfinished_persist_makes_the_store_rebuild() {
+    let mut f = Fixture::new();
+    fill(&mut f, 150);
+    let c = config_persisting_every(&f.dir, u64::MAX);
+    let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap();
+    let (head, checkpoint) = (p.inner.tree.get(course_key(f.course)).unwrap().unwrap(), p.checkpoint());
+    correct_first_contact(&mut f, datetime!(2025-06-20 08:00 UTC));
+    p.catch_up_to(u64::MAX, true).unwrap();
+    // The crash: the first chunk was rewritten; the head and the checkpoint were not.
+    p.inner.tree.insert(course_key(f.course), head).unwrap();
+    p.inner.tree.insert(KEY_CHECKPOINT, &checkpoint.to_be_bytes()).unwrap();
+    drop(p);
+    let (p, report) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
+    assert!(report.rebuilt.as_deref().is_some_and(|r| r.contains("not the one its head names")), "{report:?}");
+    let views = all_views(&p);
+    assert!(matches!(views[0].1.observations[0].status, course::ObsStatus::Corrected { .. }));
+    assert_eq!(views, folded(&f, &p));
+}
+
 /// The follower persists on a thread of its own while it goes on applying: what that persist
 /// writes must be exactly the state at the checkpoint it writes, however far applying has got.
 #[test]
@@ -443,7 +511,7 @@ fn a_persist_in_the_background_writes_the_state_at_its_checkpoint() {
     assert_eq!(p.applied(), head);
     p.finish_in_flight(&mut p.inner.applier.lock().unwrap());
     assert_eq!(p.checkpoint(), at);
-    let (checkpoint, stored) = load(&p.inner.tree, head).unwrap();
+    let (checkpoint, stored, _) = load(&p.inner.tree, head).unwrap();
     assert_eq!(checkpoint, at);
     let mut stored: Vec<(CourseId, CourseView)> =
         stored.into_iter().map(|(id, v)| (id, CourseView::clone(&v))).collect();
@@ -474,6 +542,9 @@ fn open_partial(f: &Fixture, c: ProjectionConfig, n: u64) -> Projections {
             applied_tx,
             persisted: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            chunk_crcs: Mutex::new(HashMap::new()),
+            persist_records: AtomicU64::new(0),
+            persist_bytes: AtomicU64::new(0),
         }),
     };
     p.inner.tree.insert(KEY_FORMAT, FORMAT).unwrap();
