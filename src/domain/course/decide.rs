@@ -317,7 +317,7 @@ fn retract(state: &CourseState, e: &EventRetracted, ctx: &CommandContext) -> Dec
 /// Checks that `id` is an event of this course that `ctx.actor` may correct or retract, and
 /// returns its type.
 fn correctable_target(state: &CourseState, id: Uuid, ctx: &CommandContext) -> Result<&'static str, DomainError> {
-    let known = state.events.get(&id).ok_or(DomainError::UnknownEvent { id })?;
+    let known = state.events.get(id).ok_or(DomainError::UnknownEvent { id })?;
     let event_type = known.event_type;
     if !CORRECTABLE_TYPES.contains(&event_type) {
         return Err(DomainError::NotCorrectable { event_type });

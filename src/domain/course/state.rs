@@ -96,32 +96,75 @@ pub enum EventStatus {
     Retracted,
 }
 
-/// What the course remembers of each of its events, for corrections and retractions. Kept for
-/// every event of the course, so it is small: the type is the static name, not a copy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What a correction or retraction needs to know of its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KnownEvent {
     pub event_type: &'static str,
     pub actor: AccountId,
     pub status: EventStatus,
 }
 
-#[derive(Deserialize)]
-struct StoredKnownEvent {
-    event_type: String,
-    actor: AccountId,
+/// What the course remembers of each of its events, for corrections and retractions: one slot
+/// of 24 bytes per event, in stream order, the type as its index in [`CourseEvent::TYPES`] and
+/// the actor as an index into the course's few distinct actors. It is kept for every event of
+/// every cached course, so size matters more than lookup speed: a lookup scans from the newest
+/// end (corrections are rare, and usually follow their target closely). A map from event id
+/// cost about 100 bytes per event.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct KnownEvents {
+    slots: Vec<KnownSlot>,
+    actors: Vec<AccountId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct KnownSlot {
+    id: Uuid,
+    actor: u32,
+    event_type: u8,
     status: EventStatus,
 }
 
-impl<'de> Deserialize<'de> for KnownEvent {
-    /// Reads a stored type name back as the static name of a course event type.
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let e = StoredKnownEvent::deserialize(d)?;
-        let event_type = CourseEvent::TYPES
-            .iter()
-            .map(|(t, _)| *t)
-            .find(|t| *t == e.event_type)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown course event type {:?}", e.event_type)))?;
-        Ok(KnownEvent { event_type, actor: e.actor, status: e.status })
+impl KnownEvents {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn get(&self, id: Uuid) -> Option<KnownEvent> {
+        let slot = self.slots.iter().rev().find(|s| s.id == id)?;
+        Some(KnownEvent {
+            // Both indexes were made by `push`; an index out of range would be a bug, and reads
+            // as a type no correction accepts rather than a panic.
+            event_type: CourseEvent::TYPES.get(usize::from(slot.event_type)).map_or("", |(t, _)| *t),
+            actor: self.actors.get(slot.actor as usize).copied().unwrap_or(AccountId(Uuid::nil())),
+            status: slot.status,
+        })
+    }
+
+    fn push(&mut self, id: Uuid, event_type: &'static str, actor: AccountId) {
+        let event_type = CourseEvent::TYPES.iter().position(|(t, _)| *t == event_type).unwrap_or(usize::MAX);
+        let actor = match self.actors.iter().rposition(|a| *a == actor) {
+            Some(i) => i,
+            None => {
+                self.actors.push(actor);
+                self.actors.len() - 1
+            }
+        };
+        self.slots.push(KnownSlot {
+            id,
+            actor: u32::try_from(actor).unwrap_or(u32::MAX),
+            event_type: u8::try_from(event_type).unwrap_or(u8::MAX),
+            status: EventStatus::Standing,
+        });
+    }
+
+    fn set_status(&mut self, id: Uuid, status: EventStatus) {
+        if let Some(slot) = self.slots.iter_mut().rev().find(|s| s.id == id) {
+            slot.status = status;
+        }
     }
 }
 
@@ -146,7 +189,7 @@ pub struct CourseState {
     pub placements: BTreeMap<PlacementId, PlacementState>,
     pub active_placement: Option<PlacementId>,
     pub agreements: BTreeMap<AgreementId, AgreementState>,
-    pub events: BTreeMap<Uuid, KnownEvent>,
+    pub events: KnownEvents,
     /// Stream version of the last applied event (0: none).
     pub version: u64,
 }
@@ -181,10 +224,7 @@ impl CourseState {
 /// Folds one event into the state. No logic: see the module docs.
 pub fn apply(state: &mut CourseState, event: &CourseEvent, meta: &EventMeta) {
     state.version = meta.stream_version;
-    state.events.insert(
-        meta.event_id,
-        KnownEvent { event_type: event.event_type(), actor: meta.actor.account_id, status: EventStatus::Standing },
-    );
+    state.events.push(meta.event_id, event.event_type(), meta.actor.account_id);
     match event {
         CourseEvent::CourseOpened(e) => {
             state.status = CourseStatus::Open;
@@ -307,7 +347,33 @@ fn set_action_status(state: &mut CourseState, id: ActionId, status: ActionStatus
 }
 
 fn set_event_status(state: &mut CourseState, id: Uuid, status: EventStatus) {
-    if let Some(e) = state.events.get_mut(&id) {
-        e.status = status;
+    state.events.set_status(id, status);
+}
+
+#[cfg(test)]
+mod known_events_tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_remembered_in_24_bytes_and_found_by_id() {
+        assert_eq!(std::mem::size_of::<KnownSlot>(), 24);
+        let mut known = KnownEvents::default();
+        let (a, b) = (AccountId(Uuid::from_u128(1)), AccountId(Uuid::from_u128(2)));
+        for i in 0..100u128 {
+            let event_type = if i % 2 == 0 { "CheckInLogged" } else { "ContactLogged" };
+            known.push(Uuid::from_u128(1000 + i), event_type, if i % 3 == 0 { a } else { b });
+        }
+        assert_eq!(known.actors.len(), 2, "actors are kept once");
+        known.set_status(Uuid::from_u128(1004), EventStatus::Retracted);
+        assert_eq!(
+            known.get(Uuid::from_u128(1004)),
+            Some(KnownEvent { event_type: "CheckInLogged", actor: b, status: EventStatus::Retracted })
+        );
+        assert_eq!(
+            known.get(Uuid::from_u128(1003)),
+            Some(KnownEvent { event_type: "ContactLogged", actor: a, status: EventStatus::Standing })
+        );
+        assert_eq!(known.get(Uuid::from_u128(5)), None);
+        assert_eq!(known.len(), 100);
     }
 }
