@@ -56,6 +56,39 @@ pub enum IndexError {
     Malformed(&'static str),
 }
 
+/// Event id → position, in shards. One map of millions of entries doubles its table in one go
+/// when it fills: a copy of ~100 MB at two million events, made under the index's write lock,
+/// which stopped every append and every request for a tenth of a second (measured: one p99 of
+/// 90 ms in a run otherwise at 9 ms). A shard is a 256th of that.
+struct Ids {
+    shards: Vec<HashMap<Uuid, u64>>,
+}
+
+const ID_SHARDS: usize = 256;
+
+impl Default for Ids {
+    fn default() -> Self {
+        Ids { shards: (0..ID_SHARDS).map(|_| HashMap::new()).collect() }
+    }
+}
+
+impl Ids {
+    fn shard(id: &Uuid) -> usize {
+        // Client-chosen ids need not be random in any particular byte: fold them all.
+        let v = id.as_u128();
+        let folded = (v as u64) ^ ((v >> 64) as u64);
+        (folded ^ (folded >> 32) ^ (folded >> 16) ^ (folded >> 8)) as usize % ID_SHARDS
+    }
+
+    fn get(&self, id: Uuid) -> Option<u64> {
+        self.shards[Self::shard(&id)].get(&id).copied()
+    }
+
+    fn insert(&mut self, id: Uuid, position: u64) {
+        self.shards[Self::shard(&id)].insert(id, position);
+    }
+}
+
 struct StreamEntry {
     no: u32,
     /// Positions of versions 1..=len.
@@ -67,7 +100,7 @@ struct StreamEntry {
 struct Mem {
     /// `offsets[p - 1]`: the byte offset of position `p` in its segment.
     offsets: Vec<u32>,
-    ids: HashMap<Uuid, u64>,
+    ids: Ids,
     streams: HashMap<Vec<u8>, StreamEntry>,
     /// stream_no → index key.
     stream_keys: Vec<Vec<u8>>,
@@ -207,7 +240,7 @@ impl Index {
 
     pub fn event(&self, id: Uuid) -> Option<Loc> {
         let m = self.read();
-        let position = *m.ids.get(&id)?;
+        let position = m.ids.get(id)?;
         Some(Loc { position, offset: *m.offsets.get(position as usize - 1)? })
     }
 

@@ -418,10 +418,13 @@ fn encode_course(id: CourseId, view: &CourseView, dirty: &Dirty, stored: &[u32])
     EncodedCourse { id, chunks, head, crcs }
 }
 
-/// Encodes views for the store; a large persist (a rebuild's) is split over a few threads.
+/// Encodes views for the store. With `parallel`, a large persist (a rebuild's, a catch-up's) is
+/// split over a few threads; the follower's persists run on one, beside the requests they would
+/// otherwise take both cores from.
 fn encode_all(
     views: &[(CourseId, Arc<CourseView>, Dirty)],
     stored: &HashMap<CourseId, Vec<u32>>,
+    parallel: bool,
 ) -> Vec<EncodedCourse> {
     let encode = |vs: &[(CourseId, Arc<CourseView>, Dirty)]| -> Vec<EncodedCourse> {
         vs.iter()
@@ -429,7 +432,7 @@ fn encode_all(
             .collect()
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
-    if threads < 2 || views.len() < 256 {
+    if !parallel || threads < 2 || views.len() < 256 {
         return encode(views);
     }
     std::thread::scope(|s| {
@@ -868,12 +871,12 @@ impl Projections {
     /// Encodes a snapshot and writes its views, then its checkpoint (single-key inserts; see the
     /// module header). If a write fails, its courses are marked dirty again, so no later persist
     /// (with a later checkpoint) goes without them.
-    fn write_snapshot(&self, snap: Snapshot) -> Result<(), ProjectionError> {
+    fn write_snapshot(&self, snap: Snapshot, parallel: bool) -> Result<(), ProjectionError> {
         let started = Instant::now();
         let Snapshot { dirty, views, applied } = snap;
         // Only persists use the CRCs, one at a time; held until the writes are done.
         let mut stored = self.inner.chunk_crcs.lock().unwrap_or_else(|p| p.into_inner());
-        let encoded = encode_all(&views, &stored);
+        let encoded = encode_all(&views, &stored, parallel);
         drop(views);
         let encode_time = started.elapsed();
         let (mut bytes, mut records) = (0usize, 0usize);
@@ -930,7 +933,7 @@ impl Projections {
         let snap = self.snapshot(applier);
         let me = self.clone();
         let spawned = std::thread::Builder::new().name("projections-persist".into()).spawn(move || {
-            if let Err(e) = me.write_snapshot(snap) {
+            if let Err(e) = me.write_snapshot(snap, false) {
                 tracing::error!(error = %e, "projections: persisting failed; the next persist retries");
             }
         });
@@ -949,7 +952,7 @@ impl Projections {
     fn persist(&self, applier: &mut Applier) -> Result<(), ProjectionError> {
         self.finish_in_flight(applier);
         let snap = self.snapshot(applier);
-        self.write_snapshot(snap)
+        self.write_snapshot(snap, true)
     }
 
     /// Records and bytes written to the store by persists since open.
