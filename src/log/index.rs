@@ -73,6 +73,11 @@ impl Default for Ids {
 }
 
 impl Ids {
+    fn with_capacity(n: usize) -> Self {
+        let each = n / ID_SHARDS + n / ID_SHARDS / 8 + 16;
+        Ids { shards: (0..ID_SHARDS).map(|_| HashMap::with_capacity(each)).collect() }
+    }
+
     fn shard(id: &Uuid) -> usize {
         // Client-chosen ids need not be random in any particular byte: fold them all.
         let v = id.as_u128();
@@ -158,6 +163,11 @@ impl Index {
             mem.streams.insert(v.to_vec(), StreamEntry { no, positions: Vec::new(), hash: Hash::default() });
         }
         mem.offsets.reserve(checkpoint as usize);
+        // Sized once: growing a million-entry map step by step rehashes it again and again.
+        mem.ids = Ids::with_capacity(checkpoint as usize);
+        // Positions by stream number, so loading an event hashes nothing but its id; moved into
+        // the streams map once per stream at the end.
+        let mut by_no: Vec<Vec<u64>> = vec![Vec::new(); mem.stream_keys.len()];
         let mut position = 0u64;
         for item in tree.scan_prefix(b"c") {
             let (k, v) = item?;
@@ -177,12 +187,14 @@ impl Index {
                 let id = Uuid::from_slice(&e[..16]).map_err(|_| IndexError::Malformed("event id"))?;
                 let no = u32::from_le_bytes(e[16..20].try_into().map_err(|_| IndexError::Malformed("entry"))?);
                 let offset = u32::from_le_bytes(e[20..24].try_into().map_err(|_| IndexError::Malformed("entry"))?);
-                let key = mem.stream_keys.get(no as usize).ok_or(IndexError::Malformed("unknown stream number"))?;
-                let s = mem.streams.get_mut(key).ok_or(IndexError::Malformed("unknown stream"))?;
-                s.positions.push(position);
+                by_no.get_mut(no as usize).ok_or(IndexError::Malformed("unknown stream number"))?.push(position);
                 mem.ids.insert(id, position);
                 mem.offsets.push(offset);
             }
+        }
+        for (no, positions) in by_no.into_iter().enumerate() {
+            let s = mem.streams.get_mut(&mem.stream_keys[no]).ok_or(IndexError::Malformed("unknown stream"))?;
+            s.positions = positions;
         }
         if position < checkpoint {
             return Err(IndexError::Malformed("chunks end before the checkpoint"));

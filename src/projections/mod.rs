@@ -475,36 +475,44 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<Loaded, String> {
     if checkpoint > log_head {
         return Err(format!("checkpoint {checkpoint} is ahead of the log head {log_head}"));
     }
-    let mut heads: HashMap<CourseId, (CourseView, Vec<u32>)> = HashMap::new();
-    for kv in tree.scan_prefix([COURSE_PREFIX]) {
-        let (k, v) = kv.map_err(|e| format!("unreadable: {e}"))?;
+    // Records are read in key order here and decoded on a few threads (most of a cold start).
+    let heads_raw = scan_raw(tree, COURSE_PREFIX)?;
+    let decoded = decode_parallel(&heads_raw, |(k, v)| {
         let id = Uuid::from_slice(&k[1..]).map_err(|_| "malformed key".to_owned())?;
-        let head = codec::decode_head(&v).ok_or_else(|| format!("undecodable view of course {id}"))?;
-        heads.insert(CourseId(id), head);
-    }
+        let head = codec::decode_head(v).ok_or_else(|| format!("undecodable view of course {id}"))?;
+        Ok((CourseId(id), head))
+    })?;
+    drop(heads_raw);
+    let mut heads: HashMap<CourseId, (CourseView, Vec<u32>)> = decoded.into_iter().collect();
     // Sealed chunks, in key order: course by course, each course's in order.
-    let mut sealed: HashMap<CourseId, Vec<Observation>> = HashMap::new();
-    for kv in tree.scan_prefix([CHUNK_PREFIX]) {
-        let (k, v) = kv.map_err(|e| format!("unreadable: {e}"))?;
+    let chunks_raw = scan_raw(tree, CHUNK_PREFIX)?;
+    let chunks = decode_parallel(&chunks_raw, |(k, v)| {
         let (id, chunk) = match (k.get(1..17).map(Uuid::from_slice), k.get(17..21)) {
             (Some(Ok(id)), Some(c)) if k.len() == 21 => (CourseId(id), u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
             _ => return Err("malformed chunk key".into()),
         };
-        let Some((head, crcs)) = heads.get(&id) else { continue };
-        let Some(want) = crcs.get(chunk as usize) else { continue };
-        if codec::record_crc(&v) != Some(*want) {
+        // Only chunks a head names are decoded; the rest are left over from unfinished persists.
+        let named = heads.get(&id).and_then(|(_, crcs)| crcs.get(chunk as usize)).copied();
+        let Some(want) = named else { return Ok(None) };
+        if codec::record_crc(v) != Some(want) {
             return Err(format!("chunk {chunk} of course {} is not the one its head names", id.0));
         }
+        let obs = codec::decode_chunk(v).ok_or_else(|| format!("undecodable chunk of course {}", id.0))?;
+        if obs.len() != codec::CHUNK_OBS {
+            return Err(format!("chunk {chunk} of course {} is not full", id.0));
+        }
+        Ok(Some((id, chunk, obs)))
+    })?;
+    drop(chunks_raw);
+    let mut sealed: HashMap<CourseId, Vec<Observation>> = HashMap::new();
+    for (id, chunk, chunk_obs) in chunks.into_iter().flatten() {
+        let Some((head, crcs)) = heads.get_mut(&id) else { continue };
         // Sized for the whole course, tail included, so it is never copied to grow.
         let obs = sealed
             .entry(id)
             .or_insert_with(|| Vec::with_capacity(crcs.len() * codec::CHUNK_OBS + head.observations.len()));
         if obs.len() != chunk as usize * codec::CHUNK_OBS {
             return Err(format!("chunk {chunk} of course {} is out of order", id.0));
-        }
-        let chunk_obs = codec::decode_chunk(&v).ok_or_else(|| format!("undecodable chunk of course {}", id.0))?;
-        if chunk_obs.len() != codec::CHUNK_OBS {
-            return Err(format!("chunk {chunk} of course {} is not full", id.0));
         }
         obs.extend(chunk_obs);
     }
@@ -523,6 +531,34 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<Loaded, String> {
         }
     }
     Ok((checkpoint, courses, chunk_crcs))
+}
+
+/// Every record under `prefix`, in key order.
+fn scan_raw(tree: &sled::Tree, prefix: u8) -> Result<Vec<(sled::IVec, sled::IVec)>, String> {
+    tree.scan_prefix([prefix]).collect::<Result<Vec<_>, _>>().map_err(|e| format!("unreadable: {e}"))
+}
+
+/// Maps `f` over `items` on up to four threads, keeping their order; the first error wins.
+fn decode_parallel<T: Send>(
+    items: &[(sled::IVec, sled::IVec)],
+    f: impl Fn(&(sled::IVec, sled::IVec)) -> Result<T, String> + Sync,
+) -> Result<Vec<T>, String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    if threads < 2 || items.len() < 1024 {
+        return items.iter().map(&f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Result<Vec<T>, String>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in parts {
+            out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
+        }
+        Ok(out)
+    })
 }
 
 fn open_store(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), sled::Error> {
