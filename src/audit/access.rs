@@ -254,8 +254,6 @@ impl AccessStore {
                 if let Some(c) = course {
                     self.store.access_by_course.remove(course_key(*c, k))?;
                 }
-            }
-            for (k, _) in &batch {
                 self.store.access.remove(k)?;
             }
             deleted += batch.len() as u64;

@@ -113,16 +113,13 @@ pub struct AuditStore {
     pub(crate) access: sled::Tree,
     /// course id ‖ at ‖ seq → (): the per-course index of `access`.
     pub(crate) access_by_course: sled::Tree,
-    /// The access writer and the checkpoint signer both flush, from different threads; sled
-    /// 0.34 can hang when two flushes of one database overlap (see `crate::open_sled`).
-    flushing: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl AuditStore {
-    /// Writes sled's buffers out, one flush at a time.
+    /// Writes sled's buffers out. The access writer and the checkpoint signer both flush, from
+    /// different threads, so flushes go one at a time (`crate::one_sled_flush`).
     pub(crate) fn flush(&self) -> sled::Result<usize> {
-        let _one = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
-        let _all = crate::one_sled_flush();
+        let _one = crate::one_sled_flush();
         self.db.flush()
     }
 }
@@ -137,7 +134,6 @@ impl AuditStore {
             access: db.open_tree("access")?,
             access_by_course: db.open_tree("access_by_course")?,
             db,
-            flushing: Default::default(),
         })
     }
 }

@@ -123,7 +123,6 @@ pub struct Index {
     tree: sled::Tree,
     mem: RwLock<Mem>,
     persisting: std::sync::Mutex<()>,
-    flushing: std::sync::Mutex<()>,
 }
 
 /// One event to add, as the writer or the catch-up sees it.
@@ -219,13 +218,7 @@ impl Index {
             }
             s.hash = Hash(v[8..40].try_into().map_err(|_| IndexError::Malformed("head"))?);
         }
-        Ok(Index {
-            db,
-            tree,
-            mem: RwLock::new(mem),
-            persisting: std::sync::Mutex::new(()),
-            flushing: std::sync::Mutex::new(()),
-        })
+        Ok(Index { db, tree, mem: RwLock::new(mem), persisting: std::sync::Mutex::new(()) })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Mem> {
@@ -431,7 +424,6 @@ impl Index {
         self.persist()?;
         // One flush at a time (see `crate::open_sled`): the writer's shutdown and a tool may both
         // ask.
-        let _one_at_a_time = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let _one = crate::one_sled_flush();
         self.tree.flush()?;
         Ok(())

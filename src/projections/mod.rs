@@ -426,17 +426,23 @@ fn encode_all(
     stored: &HashMap<CourseId, Vec<u32>>,
     parallel: bool,
 ) -> Vec<EncodedCourse> {
-    let encode = |vs: &[(CourseId, Arc<CourseView>, Dirty)]| -> Vec<EncodedCourse> {
-        vs.iter()
-            .map(|(id, v, dirty)| encode_course(*id, v, dirty, stored.get(id).map_or(&[][..], |c| c.as_slice())))
-            .collect()
-    };
+    let min = if parallel { 256 } else { usize::MAX };
+    par_map(views, min, |(id, v, dirty)| encode_course(*id, v, dirty, stored.get(id).map_or(&[][..], |c| c.as_slice())))
+}
+
+/// Maps `f` over `items`, keeping their order: on up to four threads when there are at least
+/// `min` items (a rebuild's persist, a cold start's load), on this one otherwise.
+fn par_map<I: Sync, T: Send>(items: &[I], min: usize, f: impl Fn(&I) -> T + Sync) -> Vec<T> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
-    if !parallel || threads < 2 || views.len() < 256 {
-        return encode(views);
+    if threads < 2 || items.len() < min {
+        return items.iter().map(f).collect();
     }
+    let f = &f;
     std::thread::scope(|s| {
-        let parts: Vec<_> = views.chunks(views.len().div_ceil(threads)).map(|c| s.spawn(move || encode(c))).collect();
+        let parts: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<T>>()))
+            .collect();
         parts.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
     })
 }
@@ -538,27 +544,12 @@ fn scan_raw(tree: &sled::Tree, prefix: u8) -> Result<Vec<(sled::IVec, sled::IVec
     tree.scan_prefix([prefix]).collect::<Result<Vec<_>, _>>().map_err(|e| format!("unreadable: {e}"))
 }
 
-/// Maps `f` over `items` on up to four threads, keeping their order; the first error wins.
+/// Decodes records with [`par_map`]; the first error wins.
 fn decode_parallel<T: Send>(
     items: &[(sled::IVec, sled::IVec)],
     f: impl Fn(&(sled::IVec, sled::IVec)) -> Result<T, String> + Sync,
 ) -> Result<Vec<T>, String> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
-    if threads < 2 || items.len() < 1024 {
-        return items.iter().map(&f).collect();
-    }
-    let f = &f;
-    std::thread::scope(|s| {
-        let parts: Vec<_> = items
-            .chunks(items.len().div_ceil(threads))
-            .map(|part| s.spawn(move || part.iter().map(f).collect::<Result<Vec<T>, String>>()))
-            .collect();
-        let mut out = Vec::with_capacity(items.len());
-        for h in parts {
-            out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
-        }
-        Ok(out)
-    })
+    par_map(items, 1024, f).into_iter().collect()
 }
 
 fn open_store(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), sled::Error> {

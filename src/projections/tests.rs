@@ -441,14 +441,21 @@ fn correct_first_contact(f: &mut Fixture, at: OffsetDateTime) {
     );
 }
 
+/// A course with `n` observations, its store opened and persisted, persisting later only when
+/// a test says so.
+fn filled_and_persisted(n: usize) -> (Fixture, ProjectionConfig, Projections) {
+    let mut f = Fixture::new();
+    fill(&mut f, n);
+    let c = config_persisting_every(&f.dir, u64::MAX);
+    let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap();
+    (f, c, p)
+}
+
 /// A course's observations beyond its tail are stored in sealed chunks, written once: a persist
 /// of a course that only grew writes its head, and a correction rewrites the chunk it lands in.
 #[test]
 fn a_long_course_is_stored_in_sealed_chunks_and_a_persist_writes_only_what_changed() {
-    let mut f = Fixture::new();
-    fill(&mut f, 200);
-    let c = config_persisting_every(&f.dir, u64::MAX);
-    let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap();
+    let (mut f, c, p) = filled_and_persisted(200);
     let k = codec::CHUNK_OBS;
     assert_eq!(p.course_view(f.course).unwrap().observations.len(), 200);
     assert_eq!(p.inner.tree.scan_prefix([CHUNK_PREFIX]).count(), 200 / k);
@@ -476,10 +483,7 @@ fn a_long_course_is_stored_in_sealed_chunks_and_a_persist_writes_only_what_chang
 /// before it: the head names its chunks by CRC, so the store is rebuilt rather than trusted.
 #[test]
 fn a_chunk_rewritten_by_an_unfinished_persist_makes_the_store_rebuild() {
-    let mut f = Fixture::new();
-    fill(&mut f, 150);
-    let c = config_persisting_every(&f.dir, u64::MAX);
-    let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap();
+    let (mut f, c, p) = filled_and_persisted(150);
     let (head, checkpoint) = (p.inner.tree.get(course_key(f.course)).unwrap().unwrap(), p.checkpoint());
     correct_first_contact(&mut f, datetime!(2025-06-20 08:00 UTC));
     p.catch_up_to(u64::MAX, true).unwrap();
@@ -1130,4 +1134,19 @@ proptest! {
         expected.dedup();
         prop_assert_eq!(expected, naive);
     }
+}
+
+/// The split over threads that a rebuild's persist and a cold start's load use: order kept, and
+/// the first error reported, whichever thread met it.
+#[test]
+fn par_map_keeps_order_on_threads_and_decoding_reports_an_error() {
+    let items: Vec<u64> = (0..10_000).collect();
+    assert_eq!(par_map(&items, 256, |i| i * 2), items.iter().map(|i| i * 2).collect::<Vec<_>>());
+    assert_eq!(par_map(&items, usize::MAX, |i| i + 1)[9_999], 10_000);
+    let records: Vec<(sled::IVec, sled::IVec)> =
+        (0u32..5_000).map(|i| (i.to_be_bytes().to_vec().into(), sled::IVec::default())).collect();
+    let key = |(k, _): &(sled::IVec, sled::IVec)| u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
+    assert_eq!(decode_parallel(&records, |r| Ok(key(r))).unwrap(), (0..5_000).collect::<Vec<_>>());
+    let failed = decode_parallel(&records, |r| if key(r) == 4_321 { Err("bad".to_owned()) } else { Ok(key(r)) });
+    assert_eq!(failed, Err("bad".to_owned()));
 }
