@@ -20,9 +20,9 @@ pub fn check(data: &[u8]) {
 
 fn round_trip(record: &[u8]) {
     if let Some((view, crcs)) = codec::decode_head(record) {
-        let bytes = codec::encode_head(&view, 0, &crcs);
+        let bytes = codec::encode_head(&view, &crcs);
         assert_eq!(codec::decode_head(&bytes), Some((view.clone(), crcs.clone())), "a head changes when re-read");
-        assert_eq!(codec::encode_head(&view, 0, &crcs), bytes, "a head encodes differently the second time");
+        assert_eq!(codec::encode_head(&view, &crcs), bytes, "a head encodes differently the second time");
     }
     if let Some(obs) = codec::decode_chunk(record) {
         let bytes = codec::encode_chunk(&obs);

@@ -431,11 +431,12 @@ admin AccountDisabled 1 {"account_id":"00000000-0000-0000-0000-000000000005"}
                     let half = n / 2;
                     out.push((
                         format!("chunk-{half:02}-observations"),
-                        codec::encode_chunk(&view.observations[..half])[4..].to_vec(),
+                        codec::encode_chunk(&view.observations.iter().take(half).cloned().collect::<Vec<_>>())[4..]
+                            .to_vec(),
                     ));
                     out.push((
                         format!("head-tail-from-{half:02}"),
-                        codec::encode_head(&view, half, &[0xC0FFEE])[4..].to_vec(),
+                        codec::encode_head(&view, &[0xC0FFEE])[4..].to_vec(),
                     ));
                 }
                 out

@@ -46,6 +46,7 @@ use time::{Date, OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use super::course::*;
+use super::obs_list::ObsList;
 use crate::domain::course::state::GoalStatus;
 use crate::domain::course::{
     AssessmentKind, Attendance, MeetingKind, Outcome, Phase, PlacementKind, PlacementOutcome, SupportArea, Workplace,
@@ -55,14 +56,18 @@ use crate::domain::{
     ProgrammeKind, Role, Text,
 };
 
-/// Observations per sealed chunk. A head carries at most this many less one in its tail, so a
-/// persist of a course that only grew rewrites at most that many observations and its head.
-pub const CHUNK_OBS: usize = 64;
+/// Observations per sealed chunk (the in-memory chunks are the stored ones). A head carries at
+/// most this many less one in its tail, so a persist of a course that only grew rewrites at most
+/// that many observations and its head.
+pub use super::obs_list::CHUNK_OBS;
 
-/// Encodes a head: the view's fields, its observations from `tail_from` on, and the CRCs of its
-/// sealed chunks (`tail_from == chunk_crcs.len() * CHUNK_OBS`).
-pub fn encode_head(view: &CourseView, tail_from: usize, chunk_crcs: &[u32]) -> Vec<u8> {
-    let tail = &view.observations[tail_from.min(view.observations.len())..];
+/// Encodes a head: the view's fields, its tail of observations, and the CRCs of its sealed chunks
+/// (one per sealed chunk of the view).
+pub fn encode_head(view: &CourseView, chunk_crcs: &[u32]) -> Vec<u8> {
+    encode_head_with(view, view.observations.tail(), chunk_crcs)
+}
+
+fn encode_head_with(view: &CourseView, tail: &[Observation], chunk_crcs: &[u32]) -> Vec<u8> {
     frame(64 + 40 * tail.len(), |e| {
         put_head(view, e);
         put_slice(tail, e);
@@ -70,11 +75,16 @@ pub fn encode_head(view: &CourseView, tail_from: usize, chunk_crcs: &[u32]) -> V
     })
 }
 
-/// Decodes a head: the view with only its tail as observations, and its chunks' CRCs.
+/// Decodes a head: the view with only its tail as observations, and its chunks' CRCs. `None` also
+/// for a tail of a chunk or more, which no persist writes.
 pub fn decode_head(bytes: &[u8]) -> Option<(CourseView, Vec<u32>)> {
+    decode_head_any(bytes).filter(|(view, _)| view.observations.sealed_chunks() == 0)
+}
+
+fn decode_head_any(bytes: &[u8]) -> Option<(CourseView, Vec<u32>)> {
     unframe(bytes, |d| {
         let mut view = get_head(d)?;
-        view.observations = Bin::get(d)?;
+        view.observations = ObsList::from(Vec::<Observation>::get(d)?);
         Some((view, Bin::get(d)?))
     })
 }
@@ -96,13 +106,14 @@ pub fn record_crc(record: &[u8]) -> Option<u32> {
 /// A whole view as one record: a head with no sealed chunks (tests and fuzzing).
 #[cfg(any(test, fuzzing))]
 pub fn encode(view: &CourseView) -> Vec<u8> {
-    encode_head(view, 0, &[])
+    let all: Vec<Observation> = view.observations.iter().cloned().collect();
+    encode_head_with(view, &all, &[])
 }
 
 /// Decodes [`encode`]'s record; `None` if it is damaged, not in this format, or names chunks.
 #[cfg(any(test, fuzzing))]
 pub fn decode(bytes: &[u8]) -> Option<CourseView> {
-    decode_head(bytes).and_then(|(view, crcs)| crcs.is_empty().then_some(view))
+    decode_head_any(bytes).and_then(|(view, crcs)| crcs.is_empty().then_some(view))
 }
 
 fn frame(capacity: usize, body: impl FnOnce(&mut Enc)) -> Vec<u8> {
@@ -516,7 +527,7 @@ fn get_head(d: &mut Dec<'_>) -> Option<CourseView> {
         placements: Bin::get(d)?,
         active_placement: Bin::get(d)?,
         agreements: Bin::get(d)?,
-        observations: Vec::new(),
+        observations: ObsList::new(),
     })
 }
 

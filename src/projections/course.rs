@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
+use super::obs_list::ObsList;
 use crate::domain::common::iso_date;
 use crate::domain::course::state::GoalStatus;
 use crate::domain::course::*;
@@ -290,7 +291,7 @@ pub struct CourseView {
     pub active_placement: Option<PlacementId>,
     pub agreements: Vec<Agreement>,
     /// Correctable events, in stream order.
-    pub observations: Vec<Observation>,
+    pub observations: ObsList,
 }
 
 impl CourseView {
@@ -486,8 +487,7 @@ impl CourseView {
     }
 
     fn observation_mut(&mut self, event_id: Uuid) -> Option<&mut Observation> {
-        // Newest first: corrections usually follow their target closely.
-        self.observations.iter_mut().rev().find(|o| o.event_id == event_id)
+        self.observations.rfind_mut(|o| o.event_id == event_id)
     }
 
     fn assign(&mut self, account_id: AccountId, role: Role, company_id: Option<CompanyId>, at: OffsetDateTime) {

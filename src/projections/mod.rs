@@ -50,6 +50,7 @@ pub mod bench;
 pub(crate) mod codec;
 pub mod course;
 pub mod cph;
+pub mod obs_list;
 pub mod views;
 
 #[cfg(test)]
@@ -66,6 +67,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use course::{CourseView, Observation, Recorded};
+use obs_list::ObsList;
 pub use views::{
     ActionItem, ActionState, ComplianceState, ContactFrequency, CourseStatus, Cursor, EventDetail, HistoryFilter,
     HistoryPage, MyCourse,
@@ -398,14 +400,14 @@ pub fn fold_envelopes(course_id: CourseId, envs: &[Envelope], cut: AsOf) -> (Cou
 /// with the CRCs in `stored`), then the head with the tail.
 fn encode_course(id: CourseId, view: &CourseView, dirty: &Dirty, stored: &[u32]) -> EncodedCourse {
     let k = codec::CHUNK_OBS;
-    let sealed = view.observations.len() / k;
+    let sealed = view.observations.sealed_chunks();
     // Chunks from `start` on hold appended observations (or were never stored).
     let start = (dirty.appended / k).min(stored.len()).min(sealed);
     let mut crcs = stored[..start].to_vec();
     let rewrite = dirty.changed.iter().map(|c| *c as usize).filter(|c| *c < start).chain(start..sealed);
     let mut chunks = Vec::new();
     for c in rewrite {
-        let record = codec::encode_chunk(&view.observations[c * k..(c + 1) * k]);
+        let record = codec::encode_chunk(view.observations.chunk(c));
         let crc = codec::record_crc(&record).unwrap_or_default();
         if c < crcs.len() {
             crcs[c] = crc;
@@ -414,7 +416,7 @@ fn encode_course(id: CourseId, view: &CourseView, dirty: &Dirty, stored: &[u32])
         }
         chunks.push((c as u32, record));
     }
-    let head = codec::encode_head(view, sealed * k, &crcs);
+    let head = codec::encode_head(view, &crcs);
     EncodedCourse { id, chunks, head, crcs }
 }
 
@@ -489,7 +491,7 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<Loaded, String> {
         Ok((CourseId(id), head))
     })?;
     drop(heads_raw);
-    let mut heads: HashMap<CourseId, (CourseView, Vec<u32>)> = decoded.into_iter().collect();
+    let heads: HashMap<CourseId, (CourseView, Vec<u32>)> = decoded.into_iter().collect();
     // Sealed chunks, in key order: course by course, each course's in order.
     let chunks_raw = scan_raw(tree, CHUNK_PREFIX)?;
     let chunks = decode_parallel(&chunks_raw, |(k, v)| {
@@ -510,27 +512,24 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<Loaded, String> {
         Ok(Some((id, chunk, obs)))
     })?;
     drop(chunks_raw);
-    let mut sealed: HashMap<CourseId, Vec<Observation>> = HashMap::new();
+    let mut sealed: HashMap<CourseId, Vec<Vec<Observation>>> = HashMap::new();
     for (id, chunk, chunk_obs) in chunks.into_iter().flatten() {
-        let Some((head, crcs)) = heads.get_mut(&id) else { continue };
-        // Sized for the whole course, tail included, so it is never copied to grow.
-        let obs = sealed
-            .entry(id)
-            .or_insert_with(|| Vec::with_capacity(crcs.len() * codec::CHUNK_OBS + head.observations.len()));
-        if obs.len() != chunk as usize * codec::CHUNK_OBS {
+        let Some((_, crcs)) = heads.get(&id) else { continue };
+        let course_chunks = sealed.entry(id).or_insert_with(|| Vec::with_capacity(crcs.len()));
+        if course_chunks.len() != chunk as usize {
             return Err(format!("chunk {chunk} of course {} is out of order", id.0));
         }
-        obs.extend(chunk_obs);
+        course_chunks.push(chunk_obs);
     }
     let mut courses = HashMap::with_capacity(heads.len());
     let mut chunk_crcs = HashMap::with_capacity(heads.len());
     for (id, (mut view, crcs)) in heads {
-        let mut obs = sealed.remove(&id).unwrap_or_default();
-        if obs.len() != crcs.len() * codec::CHUNK_OBS {
+        let course_chunks = sealed.remove(&id).unwrap_or_default();
+        if course_chunks.len() != crcs.len() {
             return Err(format!("course {} is missing sealed chunks", id.0));
         }
-        obs.append(&mut view.observations);
-        view.observations = obs;
+        let tail = view.observations.take_tail();
+        view.observations = ObsList::from_parts(course_chunks, tail);
         courses.insert(id, Arc::new(view));
         if !crcs.is_empty() {
             chunk_crcs.insert(id, crcs);

@@ -894,7 +894,8 @@ fn rich_view() -> CourseView {
                 },
             ),
             obs(8, ObsStatus::Standing, Obs::ContactPlan { every_days: 14, by: vec![CW, YC] }),
-        ],
+        ]
+        .into(),
     }
 }
 

@@ -1,0 +1,329 @@
+//! A course's observations in stream order: sealed chunks of [`CHUNK_OBS`], each shared behind
+//! an `Arc`, and a tail of fewer than [`CHUNK_OBS`].
+//!
+//! Why not one `Vec`: a persist holds the views it writes (shared, not copied) while the
+//! follower goes on applying, and applying to a held view copies it (`Arc::make_mut`). With one
+//! flat `Vec` that copy was the course's whole history — under writes spread over every course,
+//! every course, every persist, so the peak held the data about twice. Here a copy is the chunk
+//! pointers and the tail; a sealed chunk is copied only when a correction or retraction changes
+//! an observation in it. The chunks are exactly the stored form's chunks (`codec`), so a
+//! persist encodes [`ObsList::chunk`] as it is.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::course::Observation;
+
+/// Observations per sealed chunk, in memory and in the store.
+pub const CHUNK_OBS: usize = 64;
+
+#[derive(Clone, Default)]
+pub struct ObsList {
+    sealed: Vec<Arc<Vec<Observation>>>,
+    tail: Vec<Observation>,
+}
+
+impl ObsList {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// From sealed chunks (each exactly [`CHUNK_OBS`], which the caller has checked) and the
+    /// observations after them, however many.
+    pub fn from_parts(sealed: Vec<Vec<Observation>>, tail: Vec<Observation>) -> Self {
+        debug_assert!(sealed.iter().all(|c| c.len() == CHUNK_OBS));
+        let mut list = ObsList { sealed: sealed.into_iter().map(Arc::new).collect(), tail: Vec::new() };
+        list.extend(tail);
+        list
+    }
+
+    pub fn len(&self) -> usize {
+        self.sealed.len() * CHUNK_OBS + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn push(&mut self, o: Observation) {
+        self.tail.push(o);
+        if self.tail.len() == CHUNK_OBS {
+            let full = std::mem::take(&mut self.tail);
+            self.sealed.push(Arc::new(full));
+        }
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Observation> {
+        let c = i / CHUNK_OBS;
+        match self.sealed.get(c) {
+            Some(chunk) => chunk.get(i % CHUNK_OBS),
+            None => self.tail.get(i - self.sealed.len() * CHUNK_OBS),
+        }
+    }
+
+    /// How many chunks are sealed.
+    pub fn sealed_chunks(&self) -> usize {
+        self.sealed.len()
+    }
+
+    /// Sealed chunk `c` (observations `c * CHUNK_OBS ..`).
+    pub fn chunk(&self, c: usize) -> &[Observation] {
+        &self.sealed[c]
+    }
+
+    /// The observations after the sealed chunks.
+    pub fn tail(&self) -> &[Observation] {
+        &self.tail
+    }
+
+    /// Takes the tail out, leaving the sealed chunks.
+    pub fn take_tail(&mut self) -> Vec<Observation> {
+        std::mem::take(&mut self.tail)
+    }
+
+    /// Room for `n` more observations in the tail (benchmarks: a clone's tail is full).
+    pub fn reserve(&mut self, n: usize) {
+        self.tail.reserve(n);
+    }
+
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { list: self, front: 0, back: self.len() }
+    }
+
+    /// The newest observation matching `pred`, to change in place: its chunk is copied first if
+    /// a persist still holds it.
+    pub fn rfind_mut(&mut self, pred: impl Fn(&Observation) -> bool) -> Option<&mut Observation> {
+        // Newest first: corrections usually follow their target closely.
+        let i = self.iter().rposition(pred)?;
+        let c = i / CHUNK_OBS;
+        match self.sealed.get_mut(c) {
+            Some(chunk) => Arc::make_mut(chunk).get_mut(i % CHUNK_OBS),
+            None => self.tail.get_mut(i - c * CHUNK_OBS),
+        }
+    }
+}
+
+impl Extend<Observation> for ObsList {
+    fn extend<I: IntoIterator<Item = Observation>>(&mut self, iter: I) {
+        for o in iter {
+            self.push(o);
+        }
+    }
+}
+
+impl FromIterator<Observation> for ObsList {
+    fn from_iter<I: IntoIterator<Item = Observation>>(iter: I) -> Self {
+        let mut list = ObsList::new();
+        list.extend(iter);
+        list
+    }
+}
+
+impl From<Vec<Observation>> for ObsList {
+    fn from(v: Vec<Observation>) -> Self {
+        v.into_iter().collect()
+    }
+}
+
+impl std::ops::Index<usize> for ObsList {
+    type Output = Observation;
+
+    fn index(&self, i: usize) -> &Observation {
+        match self.get(i) {
+            Some(o) => o,
+            None => panic!("observation {i} of {}", self.len()),
+        }
+    }
+}
+
+impl PartialEq for ObsList {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for ObsList {}
+
+impl std::fmt::Debug for ObsList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for ObsList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for ObsList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<Observation>::deserialize(d).map(ObsList::from)
+    }
+}
+
+impl<'a> IntoIterator for &'a ObsList {
+    type Item = &'a Observation;
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+/// In order, from either end, with an exact length (so `enumerate().rev()` and `rposition`
+/// work as on a slice).
+#[derive(Clone)]
+pub struct Iter<'a> {
+    list: &'a ObsList,
+    front: usize,
+    back: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = &'a Observation;
+
+    fn next(&mut self) -> Option<&'a Observation> {
+        if self.front >= self.back {
+            return None;
+        }
+        let o = self.list.get(self.front);
+        self.front += 1;
+        o
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.back - self.front;
+        (n, Some(n))
+    }
+}
+
+impl DoubleEndedIterator for Iter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.front >= self.back {
+            return None;
+        }
+        self.back -= 1;
+        self.list.get(self.back)
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use time::macros::datetime;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::{AccountId, Actor, Role};
+    use crate::projections::course::{Obs, ObsStatus};
+
+    fn obs(n: u128) -> Observation {
+        Observation {
+            event_id: Uuid::from_u128(n),
+            position: n as u64,
+            occurred_at: datetime!(2026-01-05 09:00 UTC),
+            actor: Actor { account_id: AccountId(Uuid::from_u128(7)), role: Role::Mentor },
+            status: ObsStatus::Standing,
+            obs: Obs::GoalProgress { goal_id: crate::domain::GoalId(Uuid::from_u128(n)), percent: Some(1) },
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push,
+        /// Retract the newest observation with this id modulo the length.
+        Change(usize),
+        /// Take a copy, as a persist does, and check it keeps what it saw.
+        Hold,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![6 => Just(Op::Push), 2 => (0usize..1000).prop_map(Op::Change), 1 => Just(Op::Hold)]
+    }
+
+    proptest! {
+        /// Against a `Vec`: the same observations in the same order from either end, the same
+        /// indexing and search, and a copy taken earlier never sees a later change.
+        #[test]
+        fn behaves_as_a_vec_and_a_copy_is_unchanged_by_later_writes(ops in prop::collection::vec(op(), 0..400)) {
+            let mut list = ObsList::new();
+            let mut model: Vec<Observation> = Vec::new();
+            let mut held: Vec<(ObsList, Vec<Observation>)> = Vec::new();
+            let mut next = 1u128;
+            for op in ops {
+                match op {
+                    Op::Push => {
+                        list.push(obs(next));
+                        model.push(obs(next));
+                        next += 1;
+                    }
+                    Op::Change(k) if !model.is_empty() => {
+                        let id = model[k % model.len()].event_id;
+                        let by = Uuid::from_u128(next + 1_000_000);
+                        list.rfind_mut(|o| o.event_id == id).unwrap().status = ObsStatus::Retracted { by };
+                        model.iter_mut().rev().find(|o| o.event_id == id).unwrap().status = ObsStatus::Retracted { by };
+                    }
+                    Op::Change(_) => prop_assert!(list.rfind_mut(|_| true).is_none()),
+                    Op::Hold => held.push((list.clone(), model.clone())),
+                }
+                prop_assert_eq!(list.len(), model.len());
+                prop_assert!(list.tail().len() < CHUNK_OBS);
+                prop_assert_eq!(list.sealed_chunks(), model.len() / CHUNK_OBS);
+            }
+            prop_assert!(list.iter().eq(model.iter()));
+            prop_assert!(list.iter().rev().eq(model.iter().rev()));
+            prop_assert_eq!(list.iter().len(), model.len());
+            let pairs: Vec<(usize, &Observation)> = list.iter().enumerate().rev().collect();
+            let want: Vec<(usize, &Observation)> = model.iter().enumerate().rev().collect();
+            prop_assert_eq!(pairs, want);
+            for (i, o) in model.iter().enumerate() {
+                prop_assert_eq!(&list[i], o);
+            }
+            prop_assert!(list.get(model.len()).is_none());
+            for c in 0..list.sealed_chunks() {
+                prop_assert_eq!(list.chunk(c), &model[c * CHUNK_OBS..(c + 1) * CHUNK_OBS]);
+            }
+            let sealed: Vec<Vec<Observation>> = (0..list.sealed_chunks()).map(|c| list.chunk(c).to_vec()).collect();
+            prop_assert_eq!(&ObsList::from_parts(sealed, list.tail().to_vec()), &list);
+            prop_assert_eq!(&ObsList::from(model.clone()), &list);
+            for (copy, seen) in &held {
+                prop_assert!(copy.iter().eq(seen.iter()), "a held copy changed");
+            }
+        }
+    }
+
+    /// What copy-on-write costs: a copy shares every sealed chunk; a change copies only the chunk
+    /// it falls in, and pushing copies none.
+    #[test]
+    fn a_copy_shares_sealed_chunks_until_one_of_them_changes() {
+        let mut list: ObsList = (1..=3 * CHUNK_OBS as u128 + 5).map(obs).collect();
+        assert_eq!((list.sealed_chunks(), list.tail().len()), (3, 5));
+        let held = list.clone();
+        let shared = |a: &ObsList, b: &ObsList| -> Vec<bool> {
+            a.sealed.iter().zip(&b.sealed).map(|(x, y)| Arc::ptr_eq(x, y)).collect()
+        };
+        assert_eq!(shared(&list, &held), [true, true, true]);
+        list.extend((1000..1000 + CHUNK_OBS as u128).map(obs));
+        assert_eq!(list.sealed_chunks(), 4);
+        assert_eq!(shared(&list, &held), [true, true, true]);
+        let target = Uuid::from_u128(CHUNK_OBS as u128 + 3); // in chunk 1
+        list.rfind_mut(|o| o.event_id == target).unwrap().status = ObsStatus::Retracted { by: Uuid::nil() };
+        assert_eq!(shared(&list, &held), [true, false, true]);
+        assert!(matches!(held[CHUNK_OBS + 2].status, ObsStatus::Standing), "the held copy is as it was");
+        assert!(matches!(list[CHUNK_OBS + 2].status, ObsStatus::Retracted { .. }));
+    }
+
+    #[test]
+    fn serializes_as_a_plain_list() {
+        let list: ObsList = (1..=CHUNK_OBS as u128 + 2).map(obs).collect();
+        let json = serde_json::to_value(&list).unwrap();
+        assert_eq!(json.as_array().map(Vec::len), Some(CHUNK_OBS + 2));
+        let back: ObsList = serde_json::from_value(json).unwrap();
+        assert_eq!(back, list);
+        assert_eq!((back.sealed_chunks(), back.tail().len()), (1, 2));
+    }
+}
