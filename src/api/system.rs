@@ -78,5 +78,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 
 #[get("/openapi.json")]
 pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(super::openapi::document_text())
+    // The document is the same for the life of the process, and building it (utoipa's tree, then
+    // 280 KB of pretty JSON) took milliseconds per request: built once, served as shared bytes.
+    static TEXT: std::sync::OnceLock<actix_web::web::Bytes> = std::sync::OnceLock::new();
+    let text = TEXT.get_or_init(|| actix_web::web::Bytes::from(super::openapi::document_text()));
+    HttpResponse::Ok().content_type("application/json").body(text.clone())
 }

@@ -330,24 +330,44 @@ pub(crate) struct DecodedCanonical {
     pub data_sha256: Hash,
 }
 
-pub(crate) fn decode_canonical(r: &mut Reader<'_>) -> Result<DecodedCanonical, DecodeError> {
+/// The canonical part of an envelope, borrowed from the record's bytes: what a point read needs
+/// (a history page's 50 payloads) without an allocation per field. The one parser of the
+/// format; [`decode_canonical`] makes it owned.
+pub(crate) struct CanonicalRef<'a> {
+    pub position: u64,
+    pub stream: &'a str,
+    pub stream_version: u64,
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub schema_version: u16,
+    pub occurred_at: i64,
+    pub recorded_at: i64,
+    pub account_id: Uuid,
+    pub role: &'a str,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+    pub device_id: Option<&'a str>,
+    pub data_sha256: Hash,
+}
+
+pub(crate) fn decode_canonical_ref<'a>(r: &mut Reader<'a>) -> Result<CanonicalRef<'a>, DecodeError> {
     let format = r.u8()?;
     if format != CANONICAL_FORMAT {
         return Err(DecodeError::Format(format));
     }
     let position = r.u64()?;
     let stream_len = r.u16()? as usize;
-    let stream = StreamId::parse(r.str(stream_len, "stream")?).map_err(|_| DecodeError::Invalid("stream"))?;
+    let stream = r.str(stream_len, "stream")?;
     let stream_version = r.u64()?;
     let event_id = r.uuid()?;
     let et_len = r.u8()? as usize;
-    let event_type = r.str(et_len, "event_type")?.to_owned();
+    let event_type = r.str(et_len, "event_type")?;
     let schema_version = r.u16()?;
-    let occurred_at = from_nanos(r.i64()?);
-    let recorded_at = from_nanos(r.i64()?);
+    let occurred_at = r.i64()?;
+    let recorded_at = r.i64()?;
     let account_id = r.uuid()?;
     let role_len = r.u8()? as usize;
-    let role = r.str(role_len, "actor.role")?.to_owned();
+    let role = r.str(role_len, "actor.role")?;
     let bits = r.u8()?;
     if bits & !0b111 != 0 {
         return Err(DecodeError::Invalid("metadata bits"));
@@ -356,12 +376,12 @@ pub(crate) fn decode_canonical(r: &mut Reader<'_>) -> Result<DecodedCanonical, D
     let causation_id = if bits & 2 != 0 { Some(r.uuid()?) } else { None };
     let device_id = if bits & 4 != 0 {
         let n = r.u8()? as usize;
-        Some(r.str(n, "device_id")?.to_owned())
+        Some(r.str(n, "device_id")?)
     } else {
         None
     };
     let data_sha256 = r.hash()?;
-    Ok(DecodedCanonical {
+    Ok(CanonicalRef {
         position,
         stream,
         stream_version,
@@ -370,10 +390,40 @@ pub(crate) fn decode_canonical(r: &mut Reader<'_>) -> Result<DecodedCanonical, D
         schema_version,
         occurred_at,
         recorded_at,
-        actor: LogActor { account_id, role },
-        metadata: Metadata { correlation_id, causation_id, device_id },
+        account_id,
+        role,
+        correlation_id,
+        causation_id,
+        device_id,
         data_sha256,
     })
+}
+
+#[cfg(any(test, fuzzing))]
+pub(crate) fn decode_canonical(r: &mut Reader<'_>) -> Result<DecodedCanonical, DecodeError> {
+    decode_canonical_ref(r)?.into_owned()
+}
+
+impl CanonicalRef<'_> {
+    pub fn into_owned(self) -> Result<DecodedCanonical, DecodeError> {
+        Ok(DecodedCanonical {
+            position: self.position,
+            stream: StreamId::parse(self.stream).map_err(|_| DecodeError::Invalid("stream"))?,
+            stream_version: self.stream_version,
+            event_id: self.event_id,
+            event_type: self.event_type.to_owned(),
+            schema_version: self.schema_version,
+            occurred_at: from_nanos(self.occurred_at),
+            recorded_at: from_nanos(self.recorded_at),
+            actor: LogActor { account_id: self.account_id, role: self.role.to_owned() },
+            metadata: Metadata {
+                correlation_id: self.correlation_id,
+                causation_id: self.causation_id,
+                device_id: self.device_id.map(str::to_owned),
+            },
+            data_sha256: self.data_sha256,
+        })
+    }
 }
 
 impl Envelope {

@@ -186,6 +186,28 @@ impl Shared {
         segs.get(i).cloned()
     }
 
+    /// Reads the record at `loc` in place and hands `f` what a point read needs.
+    fn with_loc<R>(&self, loc: Loc, f: impl FnOnce(&EventRef<'_>) -> R) -> Result<R, String> {
+        let seg =
+            self.segment_for(loc.position).ok_or_else(|| format!("no segment holds position {}", loc.position))?;
+        let read = segment::read_frame_with(&seg.file, loc.offset as u64, |payload| {
+            let p = record::decode_payload_ref(payload).map_err(|e| e.to_string())?;
+            let c = &p.canonical;
+            if c.position != loc.position {
+                return Err(format!("index points at position {} but found {}", loc.position, c.position));
+            }
+            let event = EventRef {
+                position: c.position,
+                event_id: c.event_id,
+                event_type: c.event_type,
+                schema_version: c.schema_version,
+                data: p.data,
+            };
+            Ok(f(&event))
+        })?;
+        read.unwrap_or_else(|| Err(format!("no record at position {}", loc.position)))
+    }
+
     fn read_loc(&self, loc: Loc) -> Result<Envelope, String> {
         let seg =
             self.segment_for(loc.position).ok_or_else(|| format!("no segment holds position {}", loc.position))?;
@@ -216,6 +238,15 @@ impl Drop for Inner {
             let _ = h.join();
         }
     }
+}
+
+/// An event as a point read sees it, borrowed from the record (see [`EventLog::with_event_at`]).
+pub struct EventRef<'a> {
+    pub position: u64,
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub schema_version: u16,
+    pub data: &'a [u8],
 }
 
 /// A handle on the log; cheap to clone.
@@ -481,6 +512,18 @@ impl EventLog {
             None => Ok(None),
             Some(loc) if loc.position > self.committed() => Ok(None),
             Some(loc) => self.inner.shared.read_loc(loc).map(Some).map_err(ReadError::Damaged),
+        }
+    }
+
+    /// What `f` makes of the event at a global position, if it is committed, read in place:
+    /// no envelope is built (a history page reads 50 payloads this way).
+    pub fn with_event_at<R>(&self, position: u64, f: impl FnOnce(&EventRef<'_>) -> R) -> Result<Option<R>, ReadError> {
+        if position == 0 || position > self.committed() {
+            return Ok(None);
+        }
+        match self.inner.index.loc(position) {
+            None => Ok(None),
+            Some(loc) => self.inner.shared.with_loc(loc, f).map(Some).map_err(ReadError::Damaged),
         }
     }
 

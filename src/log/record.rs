@@ -11,7 +11,7 @@
 //! first record of one group-commit write. Recovery uses them to tell a torn, never-acknowledged
 //! tail from damage to acknowledged data (see `segment::scan`).
 
-use super::envelope::{DecodeError, Envelope, Hash, Reader, decode_canonical};
+use super::envelope::{CanonicalRef, DecodeError, Envelope, Hash, Reader, decode_canonical_ref};
 
 pub const FRAME_HEADER: usize = 8;
 pub const FLAG_TXN_END: u8 = 1;
@@ -95,8 +95,22 @@ pub fn crc_ok(payload: &[u8], crc: u32) -> bool {
     crc32c::crc32c(payload) == crc
 }
 
-/// Decodes a payload whose CRC was already checked.
-pub fn decode_payload(payload: &[u8]) -> Result<DecodedRecord, DecodeError> {
+/// A payload decoded in place: borrowed from the record's bytes.
+pub(crate) struct PayloadRef<'a> {
+    pub header: RecordHeader,
+    pub canonical: CanonicalRef<'a>,
+    /// Where the canonical bytes sit in the payload.
+    pub canonical_range: std::ops::Range<usize>,
+    pub prev_hash: Hash,
+    pub hash: Hash,
+    pub stream_prev_hash: Hash,
+    pub stream_hash: Hash,
+    pub data: &'a [u8],
+}
+
+/// Decodes a payload whose CRC was already checked, in place (the one parser of the payload;
+/// [`decode_payload`] makes it owned).
+pub(crate) fn decode_payload_ref(payload: &[u8]) -> Result<PayloadRef<'_>, DecodeError> {
     let mut r = Reader::new(payload);
     let flags = r.u8()?;
     if flags & !KNOWN_FLAGS != 0 {
@@ -104,19 +118,35 @@ pub fn decode_payload(payload: &[u8]) -> Result<DecodedRecord, DecodeError> {
     }
     let batch = r.u64()?;
     let canonical_start = r.pos();
-    let c = decode_canonical(&mut r)?;
-    let canonical = canonical_start..r.pos();
+    let canonical = decode_canonical_ref(&mut r)?;
+    let canonical_range = canonical_start..r.pos();
     let prev_hash = r.hash()?;
     let hash = r.hash()?;
     let stream_prev_hash = r.hash()?;
     let stream_hash = r.hash()?;
     let data_len = r.u32()? as usize;
-    let data = r.bytes(data_len)?.to_vec();
+    let data = r.bytes(data_len)?;
     if r.remaining() != 0 {
         return Err(DecodeError::Trailing(r.remaining()));
     }
-    Ok(DecodedRecord {
+    Ok(PayloadRef {
         header: RecordHeader { flags, batch },
+        canonical,
+        canonical_range,
+        prev_hash,
+        hash,
+        stream_prev_hash,
+        stream_hash,
+        data,
+    })
+}
+
+/// Decodes a payload whose CRC was already checked.
+pub fn decode_payload(payload: &[u8]) -> Result<DecodedRecord, DecodeError> {
+    let p = decode_payload_ref(payload)?;
+    let c = p.canonical.into_owned()?;
+    Ok(DecodedRecord {
+        header: p.header,
         envelope: Envelope {
             position: c.position,
             stream: c.stream,
@@ -129,13 +159,13 @@ pub fn decode_payload(payload: &[u8]) -> Result<DecodedRecord, DecodeError> {
             actor: c.actor,
             metadata: c.metadata,
             data_sha256: c.data_sha256,
-            data,
-            prev_hash,
-            hash,
-            stream_prev_hash,
-            stream_hash,
+            data: p.data.to_vec(),
+            prev_hash: p.prev_hash,
+            hash: p.hash,
+            stream_prev_hash: p.stream_prev_hash,
+            stream_hash: p.stream_hash,
         },
-        canonical,
+        canonical: p.canonical_range,
     })
 }
 

@@ -115,35 +115,65 @@ pub fn check_header(bytes: &[u8]) -> Result<(), String> {
 
 /// Reads the frame at `offset`. `Ok(None)` means the logical end (a zero header or end of file).
 pub fn read_frame_at(file: &File, offset: u64) -> Result<Option<DecodedRecord>, String> {
-    // One read usually covers the whole record (most are a few hundred bytes); a second one
-    // fetches the rest of a large one. Reading a whole page each time cost more in copying
-    // than the read itself on a history page of 50 events.
-    let mut buf = vec![0u8; 1024];
-    let n = read_up_to(file, &mut buf, offset).map_err(|e| e.to_string())?;
-    if n < FRAME_HEADER {
-        return Ok(None);
+    read_frame_with(file, offset, |payload| record::decode_payload(payload).map_err(|e| e.to_string()))?
+        .transpose()
+        .map_err(|e| format!("record at offset {offset}: {e}"))
+}
+
+/// Reads the frame at `offset`, checks its CRC and hands its payload to `f`, without an
+/// allocation: the bytes are read into a buffer kept per thread. `Ok(None)` as above.
+pub fn read_frame_with<R>(file: &File, offset: u64, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, String> {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let head: [u8; FRAME_HEADER] = buf[..FRAME_HEADER].try_into().map_err(|_| "short header")?;
-    let (len, crc) = match record::frame_head(&head) {
-        FrameHead::Zero => return Ok(None),
-        FrameHead::Implausible => {
-            return Err(format!("implausible record length at offset {offset}"));
+    BUF.with(|cell| {
+        // A reentrant call (none today) gets a buffer of its own rather than a panic.
+        let mut own = Vec::new();
+        let mut guard = cell.try_borrow_mut();
+        let buf = match guard.as_mut() {
+            Ok(b) => &mut **b,
+            Err(_) => &mut own,
+        };
+        // One read usually covers the whole record (most are a few hundred bytes); a second one
+        // fetches the rest of a large one. Reading a whole page each time cost more in copying
+        // than the read itself on a history page of 50 events.
+        if buf.len() < 1024 {
+            buf.resize(1024, 0);
         }
-        FrameHead::Frame { len, crc } => (len, crc),
-    };
-    let total = FRAME_HEADER + len;
-    if n < total {
-        buf.resize(total, 0);
-        let got = read_up_to(file, &mut buf[n..], offset + n as u64).map_err(|e| e.to_string())?;
-        if n + got < total {
-            return Err(format!("record at offset {offset} is cut short"));
+        let n = read_up_to(file, &mut buf[..1024], offset).map_err(|e| e.to_string())?;
+        if n < FRAME_HEADER {
+            return Ok(None);
         }
-    }
-    let payload = &buf[FRAME_HEADER..total];
-    if !record::crc_ok(payload, crc) {
-        return Err(format!("checksum mismatch at offset {offset}"));
-    }
-    record::decode_payload(payload).map(Some).map_err(|e| format!("record at offset {offset}: {e}"))
+        let head: [u8; FRAME_HEADER] = buf[..FRAME_HEADER].try_into().map_err(|_| "short header")?;
+        let (len, crc) = match record::frame_head(&head) {
+            FrameHead::Zero => return Ok(None),
+            FrameHead::Implausible => {
+                return Err(format!("implausible record length at offset {offset}"));
+            }
+            FrameHead::Frame { len, crc } => (len, crc),
+        };
+        let total = FRAME_HEADER + len;
+        if n < total {
+            if buf.len() < total {
+                buf.resize(total, 0);
+            }
+            let got = read_up_to(file, &mut buf[n..total], offset + n as u64).map_err(|e| e.to_string())?;
+            if n + got < total {
+                return Err(format!("record at offset {offset} is cut short"));
+            }
+        }
+        let payload = &buf[FRAME_HEADER..total];
+        if !record::crc_ok(payload, crc) {
+            return Err(format!("checksum mismatch at offset {offset}"));
+        }
+        let out = f(payload);
+        // A rare large record does not keep its buffer for good.
+        if buf.len() > 64 * 1024 {
+            buf.truncate(1024);
+            buf.shrink_to_fit();
+        }
+        Ok(Some(out))
+    })
 }
 
 fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {

@@ -1098,6 +1098,15 @@ impl Projections {
 
     /// The effective payload of an observation: the event itself, or a correction's replacement.
     fn detail(&self, event_id: Uuid, position: Option<u64>) -> Option<EventDetail> {
+        // Most items: the event itself, in its current version, served as stored, read in place.
+        if let Some(p) = position {
+            let stored = self.inner.log.with_event_at(p, |e| {
+                (e.event_id == event_id).then(|| EventDetail::stored(e.event_type, e.schema_version, e.data))
+            });
+            if let Ok(Some(Some(Some(d)))) = stored {
+                return Some(d);
+            }
+        }
         let read = match position.map(|p| self.inner.log.read_position(p)) {
             Some(Ok(Some(e))) if e.event_id == event_id => Ok(Some(e)),
             _ => self.inner.log.read_event(event_id),
