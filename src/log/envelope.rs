@@ -333,7 +333,7 @@ pub(crate) struct DecodedCanonical {
 /// The canonical part of an envelope, borrowed from the record's bytes: what a point read needs
 /// (a history page's 50 payloads) without an allocation per field. The one parser of the
 /// format; [`decode_canonical`] makes it owned.
-pub(crate) struct CanonicalRef<'a> {
+pub struct CanonicalRef<'a> {
     pub position: u64,
     pub stream: &'a str,
     pub stream_version: u64,
@@ -350,7 +350,7 @@ pub(crate) struct CanonicalRef<'a> {
     pub data_sha256: Hash,
 }
 
-pub(crate) fn decode_canonical_ref<'a>(r: &mut Reader<'a>) -> Result<CanonicalRef<'a>, DecodeError> {
+pub fn decode_canonical_ref<'a>(r: &mut Reader<'a>) -> Result<CanonicalRef<'a>, DecodeError> {
     let format = r.u8()?;
     if format != CANONICAL_FORMAT {
         return Err(DecodeError::Format(format));
@@ -405,7 +405,7 @@ pub(crate) fn decode_canonical(r: &mut Reader<'_>) -> Result<DecodedCanonical, D
 }
 
 impl CanonicalRef<'_> {
-    pub fn into_owned(self) -> Result<DecodedCanonical, DecodeError> {
+    pub(crate) fn into_owned(self) -> Result<DecodedCanonical, DecodeError> {
         Ok(DecodedCanonical {
             position: self.position,
             stream: StreamId::parse(self.stream).map_err(|_| DecodeError::Invalid("stream"))?,

@@ -26,15 +26,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 pub use envelope::{
-    CanonicalFields, DecodeError, Envelope, EnvelopeJson, Hash, LogActor, Metadata, NewEvent, OwnedEnvelopeJson,
-    ZERO_HASH, from_nanos, to_nanos,
+    CanonicalFields, CanonicalRef, DecodeError, Envelope, EnvelopeJson, Hash, LogActor, Metadata, NewEvent,
+    OwnedEnvelopeJson, ZERO_HASH, from_nanos, to_nanos,
 };
 pub use index::{IndexError, Loc, StreamHead};
-pub use record::{MAX_DATA, decode_payload, frame_head};
+pub use record::{MAX_DATA, PayloadRef, decode_payload, decode_payload_ref, frame_head};
 #[doc(hidden)] // for benches/hot_paths.rs
 pub use record::{RecordHeader, crc_ok, encode_frame};
 pub use segment::ChainTip;
-pub use stream::{InvalidStreamId, StreamId};
+pub use stream::{InvalidStreamId, StreamId, category_of, entity_id_of};
 
 use crate::clock::{SharedClock, SystemClock};
 use index::Index;
@@ -671,6 +671,24 @@ impl LogIter {
 
     /// The next envelope and the byte offset of its record in its segment.
     fn next_with_offset(&mut self) -> Option<Result<(u64, Envelope), ReadError>> {
+        self.advance(|at, payload| {
+            record::decode_payload(payload).map(|r| (at, r.envelope)).map_err(|e| format!("record at offset {at}: {e}"))
+        })
+    }
+
+    /// Appends the next record's payload (CRC and position checked, not decoded) to `bytes` and
+    /// returns where it sits: for bulk readers that decode in place on other threads (a rebuild),
+    /// without building an envelope per event.
+    pub fn next_payload_into(&mut self, bytes: &mut Vec<u8>) -> Option<Result<std::ops::Range<usize>, ReadError>> {
+        self.advance(|_, payload| {
+            let start = bytes.len();
+            bytes.extend_from_slice(payload);
+            Ok(start..bytes.len())
+        })
+    }
+
+    /// Moves to the next record, checks it holds the next position, and hands it to `f`.
+    fn advance<R>(&mut self, f: impl FnOnce(u64, &[u8]) -> Result<R, String>) -> Option<Result<R, ReadError>> {
         if self.failed || self.next_position > self.until {
             return None;
         }
@@ -683,13 +701,14 @@ impl LogIter {
             self.segment = Some(next);
         }
         let cursor = self.cursor.as_mut()?;
-        let r = match cursor.next_record() {
-            Ok(Some((off, rec))) if rec.envelope.position == self.next_position => Ok((off, rec.envelope)),
-            Ok(Some((off, rec))) => Err(ReadError::Damaged(format!(
-                "expected position {} at offset {off}, found {}",
-                self.next_position, rec.envelope.position
-            ))),
-            Ok(None) => Err(ReadError::Damaged(format!("position {} is missing", self.next_position))),
+        let expected = self.next_position;
+        let r = match cursor.next_payload() {
+            Ok(Some((off, payload))) => match record::payload_position(payload) {
+                Some(p) if p == expected => f(off, payload).map_err(ReadError::Damaged),
+                Some(p) => Err(ReadError::Damaged(format!("expected position {expected} at offset {off}, found {p}"))),
+                None => Err(ReadError::Damaged(format!("record at offset {off} is too short"))),
+            },
+            Ok(None) => Err(ReadError::Damaged(format!("position {expected} is missing"))),
             Err(e) => Err(ReadError::Damaged(e)),
         };
         match &r {

@@ -95,8 +95,15 @@ pub fn crc_ok(payload: &[u8], crc: u32) -> bool {
     crc32c::crc32c(payload) == crc
 }
 
+/// The log position a payload claims, read without decoding the rest.
+pub fn payload_position(payload: &[u8]) -> Option<u64> {
+    let mut r = Reader::new(payload);
+    let (_flags, _batch, _format) = (r.u8().ok()?, r.u64().ok()?, r.u8().ok()?);
+    r.u64().ok()
+}
+
 /// A payload decoded in place: borrowed from the record's bytes.
-pub(crate) struct PayloadRef<'a> {
+pub struct PayloadRef<'a> {
     pub header: RecordHeader,
     pub canonical: CanonicalRef<'a>,
     /// Where the canonical bytes sit in the payload.
@@ -110,7 +117,7 @@ pub(crate) struct PayloadRef<'a> {
 
 /// Decodes a payload whose CRC was already checked, in place (the one parser of the payload;
 /// [`decode_payload`] makes it owned).
-pub(crate) fn decode_payload_ref(payload: &[u8]) -> Result<PayloadRef<'_>, DecodeError> {
+pub fn decode_payload_ref(payload: &[u8]) -> Result<PayloadRef<'_>, DecodeError> {
     let mut r = Reader::new(payload);
     let flags = r.u8()?;
     if flags & !KNOWN_FLAGS != 0 {

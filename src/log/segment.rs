@@ -236,6 +236,17 @@ impl SegmentCursor {
 
     /// The next record, `Ok(None)` at the logical end.
     pub fn next_record(&mut self) -> Result<Option<(u64, DecodedRecord)>, String> {
+        match self.next_payload()? {
+            None => Ok(None),
+            Some((at, payload)) => {
+                let rec = record::decode_payload(payload).map_err(|e| format!("record at offset {at}: {e}"))?;
+                Ok(Some((at, rec)))
+            }
+        }
+    }
+
+    /// The next record's payload, CRC checked but not decoded, and its offset.
+    pub fn next_payload(&mut self) -> Result<Option<(u64, &[u8])>, String> {
         let at = self.offset;
         let got = self.fill(FRAME_HEADER).map_err(|e| e.to_string())?;
         if got < FRAME_HEADER {
@@ -259,9 +270,8 @@ impl SegmentCursor {
         if !record::crc_ok(payload, crc) {
             return Err(format!("checksum mismatch at offset {at}"));
         }
-        let rec = record::decode_payload(payload).map_err(|e| format!("record at offset {at}: {e}"))?;
         self.offset += total as u64;
-        Ok(Some((at, rec)))
+        Ok(Some((at, payload)))
     }
 
     /// Skips the next record without decoding it (still checks the frame is whole).

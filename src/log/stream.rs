@@ -13,6 +13,18 @@ pub struct StreamId(String);
 #[error("invalid stream id: {0}")]
 pub struct InvalidStreamId(pub &'static str);
 
+/// A stream name's category (`course` of `course-{uuid}`), for names not parsed into a
+/// [`StreamId`] (records read in place).
+pub fn category_of(stream: &str) -> &str {
+    stream.split_once('-').map_or(stream, |(c, _)| c)
+}
+
+/// A stream name's entity id, when it is `{category}-{uuid}`.
+pub fn entity_id_of(stream: &str) -> Option<Uuid> {
+    let (_, id) = stream.split_once('-')?;
+    Uuid::try_parse(id).ok()
+}
+
 impl StreamId {
     pub fn parse(s: &str) -> Result<Self, InvalidStreamId> {
         if s.is_empty() || s.len() > MAX_STREAM_LEN {
@@ -45,13 +57,12 @@ impl StreamId {
     }
 
     pub fn category(&self) -> &str {
-        self.0.split_once('-').map_or(&self.0, |(c, _)| c)
+        category_of(&self.0)
     }
 
     /// The entity id, when the stream is `{category}-{uuid}`.
     pub fn entity_id(&self) -> Option<Uuid> {
-        let (_, id) = self.0.split_once('-')?;
-        Uuid::try_parse(id).ok()
+        entity_id_of(&self.0)
     }
 
     /// A compact, unambiguous key for the index: `category 0x00 uuid16` for entity streams

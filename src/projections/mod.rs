@@ -75,7 +75,9 @@ pub use views::{
 
 use crate::clock::SharedClock;
 use crate::domain::{AccountId, Actor, CourseEvent, CourseId, EventMeta, Role};
-use crate::log::{Envelope, EventLog, LogIter, StreamId};
+use crate::log::{
+    Envelope, EventLog, LogIter, PayloadRef, StreamId, category_of, decode_payload_ref, entity_id_of, from_nanos,
+};
 
 /// The names accepted by `vivirk projections rebuild [NAME]`.
 pub const NAMES: &[&str] = &["course_status", "contact_frequency", "actions", "contact_history"];
@@ -305,26 +307,81 @@ pub enum Skip {
 
 /// Turns an envelope into a course id and a decoded event. Shared by the engine and as-of.
 pub fn decode_envelope(env: &Envelope) -> Result<(CourseId, Recorded, CourseEvent), Skip> {
-    if env.stream.category() != "course" {
-        return Err(Skip::NotACourse);
-    }
-    let course_id = CourseId(env.stream.entity_id().ok_or(Skip::Bad)?);
-    let role = Role::ALL.iter().copied().find(|r| r.as_str() == env.actor.role).ok_or(Skip::Bad)?;
-    let event = CourseEvent::decode(&env.event_type, env.schema_version, &env.data).map_err(|_| Skip::Bad)?;
-    let meta = EventMeta {
-        event_id: env.event_id,
+    decode_fields(EventFields {
+        position: env.position,
+        stream: env.stream.as_str(),
         stream_version: env.stream_version,
+        event_id: env.event_id,
+        event_type: &env.event_type,
+        schema_version: env.schema_version,
         occurred_at: env.occurred_at,
         recorded_at: env.recorded_at,
-        actor: Actor { account_id: AccountId(env.actor.account_id), role },
-    };
-    Ok((course_id, Recorded { position: env.position, meta }, event))
+        account_id: env.actor.account_id,
+        role: &env.actor.role,
+        data: &env.data,
+    })
 }
 
-fn warn_bad(env: &Envelope) {
+/// What folding needs of a stored event, borrowed from an envelope or from a record read in
+/// place, so both decode the same way.
+struct EventFields<'a> {
+    position: u64,
+    stream: &'a str,
+    stream_version: u64,
+    event_id: Uuid,
+    event_type: &'a str,
+    schema_version: u16,
+    occurred_at: OffsetDateTime,
+    recorded_at: OffsetDateTime,
+    account_id: Uuid,
+    role: &'a str,
+    data: &'a [u8],
+}
+
+impl<'a> EventFields<'a> {
+    fn of_payload(p: &PayloadRef<'a>) -> Self {
+        let c = &p.canonical;
+        EventFields {
+            position: c.position,
+            stream: c.stream,
+            stream_version: c.stream_version,
+            event_id: c.event_id,
+            event_type: c.event_type,
+            schema_version: c.schema_version,
+            occurred_at: from_nanos(c.occurred_at),
+            recorded_at: from_nanos(c.recorded_at),
+            account_id: c.account_id,
+            role: c.role,
+            data: p.data,
+        }
+    }
+}
+
+fn decode_fields(f: EventFields<'_>) -> Result<(CourseId, Recorded, CourseEvent), Skip> {
+    if category_of(f.stream) != "course" {
+        return Err(Skip::NotACourse);
+    }
+    let course_id = CourseId(entity_id_of(f.stream).ok_or(Skip::Bad)?);
+    let role = Role::ALL.iter().copied().find(|r| r.as_str() == f.role).ok_or(Skip::Bad)?;
+    let event = CourseEvent::decode(f.event_type, f.schema_version, f.data).map_err(|_| Skip::Bad)?;
+    let meta = EventMeta {
+        event_id: f.event_id,
+        stream_version: f.stream_version,
+        occurred_at: f.occurred_at,
+        recorded_at: f.recorded_at,
+        actor: Actor { account_id: AccountId(f.account_id), role },
+    };
+    Ok((course_id, Recorded { position: f.position, meta }, event))
+}
+
+fn warn_bad(position: u64, event_type: &str, schema_version: u16) {
     // Ids and codes only: the payload may hold personal data.
-    tracing::warn!(position = env.position, event_type = %env.event_type, version = env.schema_version,
-        "projections: skipping an event that does not decode");
+    tracing::warn!(
+        position,
+        event_type,
+        version = schema_version,
+        "projections: skipping an event that does not decode"
+    );
 }
 
 /// A decoded run of consecutive log events.
@@ -340,29 +397,48 @@ struct DecodedChunk {
 }
 
 /// Reads up to `max` (at most [`CHUNK`]) events from the log.
-fn read_chunk(it: &mut LogIter, max: u64) -> Result<Vec<Envelope>, ProjectionError> {
-    let n = max.min(CHUNK as u64) as usize;
-    let mut envs = Vec::with_capacity(n);
-    for r in it.by_ref().take(n) {
-        envs.push(r.map_err(|e| ProjectionError::Log(e.to_string()))?);
-    }
-    Ok(envs)
+/// The payloads of consecutive log events, read (CRCs and positions checked) but not decoded:
+/// a large catch-up decodes them in place on other threads, with no envelope built per event.
+struct RawChunk {
+    bytes: Vec<u8>,
+    payloads: Vec<std::ops::Range<usize>>,
 }
 
-fn decode_chunk(envs: Vec<Envelope>) -> DecodedChunk {
-    let mut chunk = DecodedChunk { events: Vec::with_capacity(envs.len()), read: envs.len() as u64, bad: 0, last: 0 };
-    for env in &envs {
-        chunk.last = env.position;
-        match decode_envelope(env) {
+fn read_chunk(it: &mut LogIter, max: u64) -> Result<RawChunk, ProjectionError> {
+    let n = max.min(CHUNK as u64) as usize;
+    let mut raw = RawChunk { bytes: Vec::with_capacity(n * 512), payloads: Vec::with_capacity(n) };
+    for _ in 0..n {
+        match it.next_payload_into(&mut raw.bytes) {
+            None => break,
+            Some(Ok(range)) => raw.payloads.push(range),
+            Some(Err(e)) => return Err(ProjectionError::Log(e.to_string())),
+        }
+    }
+    Ok(raw)
+}
+
+fn decode_chunk(raw: &RawChunk) -> Result<DecodedChunk, ProjectionError> {
+    let mut chunk = DecodedChunk {
+        events: Vec::with_capacity(raw.payloads.len()),
+        read: raw.payloads.len() as u64,
+        bad: 0,
+        last: 0,
+    };
+    for range in &raw.payloads {
+        let payload = decode_payload_ref(&raw.bytes[range.clone()]).map_err(|e| ProjectionError::Log(e.to_string()))?;
+        let (position, event_type, version) =
+            (payload.canonical.position, payload.canonical.event_type, payload.canonical.schema_version);
+        chunk.last = position;
+        match decode_fields(EventFields::of_payload(&payload)) {
             Ok(x) => chunk.events.push(x),
             Err(Skip::NotACourse) => {}
             Err(Skip::Bad) => {
-                warn_bad(env);
+                warn_bad(position, event_type, version);
                 chunk.bad += 1;
             }
         }
     }
-    chunk
+    Ok(chunk)
 }
 
 /// Folds a course's envelopes (in stream order) up to `cut`. Pure; the engine applies the same
@@ -705,11 +781,11 @@ impl Projections {
                 done = self.apply_pipelined(it, total, decoders, &mut applier, bulk)?;
             } else {
                 while done < total {
-                    let envs = read_chunk(&mut it, total - done)?;
-                    if envs.is_empty() {
+                    let raw = read_chunk(&mut it, total - done)?;
+                    if raw.payloads.is_empty() {
                         break;
                     }
-                    let chunk = decode_chunk(envs);
+                    let chunk = decode_chunk(&raw)?;
                     done += chunk.read;
                     self.step(&chunk, done, total, &mut applier, bulk, background)?;
                 }
@@ -737,7 +813,7 @@ impl Projections {
         bulk: bool,
     ) -> Result<u64, ProjectionError> {
         type Decoded = (u64, Result<DecodedChunk, ProjectionError>);
-        let (raw_tx, raw_rx) = mpsc::sync_channel::<(u64, Vec<Envelope>)>(decoders * 2);
+        let (raw_tx, raw_rx) = mpsc::sync_channel::<(u64, RawChunk)>(decoders * 2);
         let raw_rx = Arc::new(Mutex::new(raw_rx));
         let (dec_tx, dec_rx) = mpsc::sync_channel::<Decoded>(decoders * 2);
         std::thread::scope(|s| {
@@ -749,10 +825,10 @@ impl Projections {
                         break;
                     }
                     match read_chunk(&mut it, total - read) {
-                        Ok(envs) if envs.is_empty() => break,
-                        Ok(envs) => {
-                            read += envs.len() as u64;
-                            if raw_tx.send((seq, envs)).is_err() {
+                        Ok(raw) if raw.payloads.is_empty() => break,
+                        Ok(raw) => {
+                            read += raw.payloads.len() as u64;
+                            if raw_tx.send((seq, raw)).is_err() {
                                 break;
                             }
                         }
@@ -768,8 +844,8 @@ impl Projections {
                 s.spawn(move || {
                     loop {
                         let next = raw_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok((seq, envs)) = next else { break };
-                        if dec_tx.send((seq, Ok(decode_chunk(envs)))).is_err() {
+                        let Ok((seq, raw)) = next else { break };
+                        if dec_tx.send((seq, decode_chunk(&raw))).is_err() {
                             break;
                         }
                     }
@@ -1126,7 +1202,7 @@ impl Projections {
             Ok(CourseEvent::EventCorrected(c)) => EventDetail::of(&c.replacement),
             Ok(e) => EventDetail::of(&e),
             Err(_) => {
-                warn_bad(&env);
+                warn_bad(env.position, &env.event_type, env.schema_version);
                 None
             }
         }
