@@ -50,6 +50,20 @@ pub mod projections;
 pub mod serve;
 pub mod settings;
 
+/// Hands memory that is free inside glibc's arenas back to the OS. A background persist encodes
+/// every changed course on its own thread, and the buffers it frees stay in that thread's arena,
+/// out of reach of the threads that allocate next: under a steady write load the server's RSS
+/// kept a few hundred MB of such free memory. Called after each background persist (every 10 s).
+/// It took 18–64 ms under the write load (each arena locked in turn while it is trimmed); the
+/// A/B runs showed no change in the write p99, which the disk's sync stalls dominate.
+pub fn return_free_memory_to_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Held around every explicit flush of ours, so two never overlap (tools, shutdown and the audit
 /// store's two writers may all flush; see [`open_sled`]). Flushes are rare and off the request
 /// path, so one at a time in the whole process costs nothing.

@@ -1038,6 +1038,7 @@ impl Projections {
             if let Err(e) = me.write_snapshot(snap, false) {
                 tracing::error!(error = %e, "projections: persisting failed; the next persist retries");
             }
+            crate::return_free_memory_to_os();
         });
         match spawned {
             Ok(h) => applier.in_flight = Some(h),
