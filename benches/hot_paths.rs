@@ -405,7 +405,7 @@ mod hashing {
             assert!(serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok());
             let digest = Hash::of(data);
             let mut fields = e.canonical_fields();
-            fields.data_sha256 = &digest;
+            fields.data_sha256 = digest;
             scratch.clear();
             fields.encode(&mut scratch);
             let hash = Hash::chain(&e.prev_hash, &scratch);

@@ -168,8 +168,9 @@ pub fn from_nanos(n: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(n as i128).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// The fields that enter the canonical bytes, borrowed. Used both when writing (from a
-/// `NewEvent` plus what the log assigns) and when verifying an export.
+/// The fields that enter the canonical bytes, borrowed: what writing encodes (from a `NewEvent`
+/// plus what the log assigns), what verifying an export re-encodes, and what reading decodes in
+/// place ([`decode_canonical_ref`]; point reads and bulk catch-ups, no allocation per field).
 pub struct CanonicalFields<'a> {
     pub position: u64,
     pub stream: &'a str,
@@ -179,9 +180,40 @@ pub struct CanonicalFields<'a> {
     pub schema_version: u16,
     pub occurred_at_nanos: i64,
     pub recorded_at_nanos: i64,
-    pub actor: &'a LogActor,
-    pub metadata: &'a Metadata,
-    pub data_sha256: &'a Hash,
+    pub actor: ActorRef<'a>,
+    pub metadata: MetadataRef<'a>,
+    pub data_sha256: Hash,
+}
+
+/// [`LogActor`], borrowed.
+#[derive(Clone, Copy)]
+pub struct ActorRef<'a> {
+    pub account_id: Uuid,
+    pub role: &'a str,
+}
+
+/// [`Metadata`], borrowed.
+#[derive(Clone, Copy)]
+pub struct MetadataRef<'a> {
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+    pub device_id: Option<&'a str>,
+}
+
+impl<'a> From<&'a LogActor> for ActorRef<'a> {
+    fn from(a: &'a LogActor) -> Self {
+        ActorRef { account_id: a.account_id, role: &a.role }
+    }
+}
+
+impl<'a> From<&'a Metadata> for MetadataRef<'a> {
+    fn from(m: &'a Metadata) -> Self {
+        MetadataRef {
+            correlation_id: m.correlation_id,
+            causation_id: m.causation_id,
+            device_id: m.device_id.as_deref(),
+        }
+    }
 }
 
 impl CanonicalFields<'_> {
@@ -213,7 +245,7 @@ impl CanonicalFields<'_> {
         if let Some(c) = m.causation_id {
             out.extend_from_slice(c.as_bytes());
         }
-        if let Some(d) = &m.device_id {
+        if let Some(d) = m.device_id {
             out.push(d.len() as u8);
             out.extend_from_slice(d.as_bytes());
         }
@@ -330,27 +362,9 @@ pub(crate) struct DecodedCanonical {
     pub data_sha256: Hash,
 }
 
-/// The canonical part of an envelope, borrowed from the record's bytes: what a point read needs
-/// (a history page's 50 payloads) without an allocation per field. The one parser of the
-/// format; [`decode_canonical`] makes it owned.
-pub struct CanonicalRef<'a> {
-    pub position: u64,
-    pub stream: &'a str,
-    pub stream_version: u64,
-    pub event_id: Uuid,
-    pub event_type: &'a str,
-    pub schema_version: u16,
-    pub occurred_at: i64,
-    pub recorded_at: i64,
-    pub account_id: Uuid,
-    pub role: &'a str,
-    pub correlation_id: Option<Uuid>,
-    pub causation_id: Option<Uuid>,
-    pub device_id: Option<&'a str>,
-    pub data_sha256: Hash,
-}
-
-pub fn decode_canonical_ref<'a>(r: &mut Reader<'a>) -> Result<CanonicalRef<'a>, DecodeError> {
+/// Decodes the canonical part in place: the one parser of the format ([`decode_canonical`] and
+/// `record::decode_payload` make it owned).
+pub fn decode_canonical_ref<'a>(r: &mut Reader<'a>) -> Result<CanonicalFields<'a>, DecodeError> {
     let format = r.u8()?;
     if format != CANONICAL_FORMAT {
         return Err(DecodeError::Format(format));
@@ -363,8 +377,8 @@ pub fn decode_canonical_ref<'a>(r: &mut Reader<'a>) -> Result<CanonicalRef<'a>, 
     let et_len = r.u8()? as usize;
     let event_type = r.str(et_len, "event_type")?;
     let schema_version = r.u16()?;
-    let occurred_at = r.i64()?;
-    let recorded_at = r.i64()?;
+    let occurred_at_nanos = r.i64()?;
+    let recorded_at_nanos = r.i64()?;
     let account_id = r.uuid()?;
     let role_len = r.u8()? as usize;
     let role = r.str(role_len, "actor.role")?;
@@ -381,20 +395,17 @@ pub fn decode_canonical_ref<'a>(r: &mut Reader<'a>) -> Result<CanonicalRef<'a>, 
         None
     };
     let data_sha256 = r.hash()?;
-    Ok(CanonicalRef {
+    Ok(CanonicalFields {
         position,
         stream,
         stream_version,
         event_id,
         event_type,
         schema_version,
-        occurred_at,
-        recorded_at,
-        account_id,
-        role,
-        correlation_id,
-        causation_id,
-        device_id,
+        occurred_at_nanos,
+        recorded_at_nanos,
+        actor: ActorRef { account_id, role },
+        metadata: MetadataRef { correlation_id, causation_id, device_id },
         data_sha256,
     })
 }
@@ -404,7 +415,8 @@ pub(crate) fn decode_canonical(r: &mut Reader<'_>) -> Result<DecodedCanonical, D
     decode_canonical_ref(r)?.into_owned()
 }
 
-impl CanonicalRef<'_> {
+impl CanonicalFields<'_> {
+    /// The owned form, as an envelope holds it.
     pub(crate) fn into_owned(self) -> Result<DecodedCanonical, DecodeError> {
         Ok(DecodedCanonical {
             position: self.position,
@@ -413,13 +425,13 @@ impl CanonicalRef<'_> {
             event_id: self.event_id,
             event_type: self.event_type.to_owned(),
             schema_version: self.schema_version,
-            occurred_at: from_nanos(self.occurred_at),
-            recorded_at: from_nanos(self.recorded_at),
-            actor: LogActor { account_id: self.account_id, role: self.role.to_owned() },
+            occurred_at: from_nanos(self.occurred_at_nanos),
+            recorded_at: from_nanos(self.recorded_at_nanos),
+            actor: LogActor { account_id: self.actor.account_id, role: self.actor.role.to_owned() },
             metadata: Metadata {
-                correlation_id: self.correlation_id,
-                causation_id: self.causation_id,
-                device_id: self.device_id.map(str::to_owned),
+                correlation_id: self.metadata.correlation_id,
+                causation_id: self.metadata.causation_id,
+                device_id: self.metadata.device_id.map(str::to_owned),
             },
             data_sha256: self.data_sha256,
         })
@@ -437,9 +449,9 @@ impl Envelope {
             schema_version: self.schema_version,
             occurred_at_nanos: to_nanos(self.occurred_at).unwrap_or(0),
             recorded_at_nanos: to_nanos(self.recorded_at).unwrap_or(0),
-            actor: &self.actor,
-            metadata: &self.metadata,
-            data_sha256: &self.data_sha256,
+            actor: (&self.actor).into(),
+            metadata: (&self.metadata).into(),
+            data_sha256: self.data_sha256,
         }
     }
 
@@ -539,9 +551,9 @@ impl OwnedEnvelopeJson {
                 schema_version: self.schema_version,
                 occurred_at_nanos: to_nanos(self.occurred_at)?,
                 recorded_at_nanos: to_nanos(self.recorded_at)?,
-                actor: &self.actor,
-                metadata: &self.metadata,
-                data_sha256: &self.data_sha256,
+                actor: (&self.actor).into(),
+                metadata: (&self.metadata).into(),
+                data_sha256: self.data_sha256,
             }
             .to_vec(),
         )

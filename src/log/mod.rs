@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 pub use envelope::{
-    CanonicalFields, CanonicalRef, DecodeError, Envelope, EnvelopeJson, Hash, LogActor, Metadata, NewEvent,
-    OwnedEnvelopeJson, ZERO_HASH, from_nanos, to_nanos,
+    CanonicalFields, DecodeError, Envelope, EnvelopeJson, Hash, LogActor, Metadata, NewEvent, OwnedEnvelopeJson,
+    ZERO_HASH, from_nanos, to_nanos,
 };
 pub use index::{IndexError, Loc, StreamHead};
 pub use record::{MAX_DATA, PayloadRef, decode_payload, decode_payload_ref, frame_head};

@@ -11,7 +11,7 @@
 //! first record of one group-commit write. Recovery uses them to tell a torn, never-acknowledged
 //! tail from damage to acknowledged data (see `segment::scan`).
 
-use super::envelope::{CanonicalRef, DecodeError, Envelope, Hash, Reader, decode_canonical_ref};
+use super::envelope::{CanonicalFields, DecodeError, Envelope, Hash, Reader, decode_canonical_ref};
 
 pub const FRAME_HEADER: usize = 8;
 pub const FLAG_TXN_END: u8 = 1;
@@ -105,7 +105,7 @@ pub fn payload_position(payload: &[u8]) -> Option<u64> {
 /// A payload decoded in place: borrowed from the record's bytes.
 pub struct PayloadRef<'a> {
     pub header: RecordHeader,
-    pub canonical: CanonicalRef<'a>,
+    pub canonical: CanonicalFields<'a>,
     /// Where the canonical bytes sit in the payload.
     pub canonical_range: std::ops::Range<usize>,
     pub prev_hash: Hash,

@@ -144,14 +144,7 @@ pub fn read_frame_with<R>(file: &File, offset: u64, f: impl FnOnce(&[u8]) -> R) 
         if n < FRAME_HEADER {
             return Ok(None);
         }
-        let head: [u8; FRAME_HEADER] = buf[..FRAME_HEADER].try_into().map_err(|_| "short header")?;
-        let (len, crc) = match record::frame_head(&head) {
-            FrameHead::Zero => return Ok(None),
-            FrameHead::Implausible => {
-                return Err(format!("implausible record length at offset {offset}"));
-            }
-            FrameHead::Frame { len, crc } => (len, crc),
-        };
+        let Some((len, crc)) = frame_at(&buf[..FRAME_HEADER], offset)? else { return Ok(None) };
         let total = FRAME_HEADER + len;
         if n < total {
             if buf.len() < total {
@@ -174,6 +167,16 @@ pub fn read_frame_with<R>(file: &File, offset: u64, f: impl FnOnce(&[u8]) -> R) 
         }
         Ok(Some(out))
     })
+}
+
+/// A frame header's record length and CRC; `None` at the logical end (a zero header).
+fn frame_at(header: &[u8], offset: u64) -> Result<Option<(usize, u32)>, String> {
+    let head: [u8; FRAME_HEADER] = header.try_into().map_err(|_| "short header")?;
+    match record::frame_head(&head) {
+        FrameHead::Zero => Ok(None),
+        FrameHead::Implausible => Err(format!("implausible record length at offset {offset}")),
+        FrameHead::Frame { len, crc } => Ok(Some((len, crc))),
+    }
 }
 
 fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
@@ -253,14 +256,7 @@ impl SegmentCursor {
             return Ok(None);
         }
         let rel = (self.offset - self.buf_start) as usize;
-        let head: [u8; FRAME_HEADER] = self.buf[rel..rel + FRAME_HEADER].try_into().map_err(|_| "short header")?;
-        let (len, crc) = match record::frame_head(&head) {
-            FrameHead::Zero => return Ok(None),
-            FrameHead::Implausible => {
-                return Err(format!("implausible record length at offset {at}"));
-            }
-            FrameHead::Frame { len, crc } => (len, crc),
-        };
+        let Some((len, crc)) = frame_at(&self.buf[rel..rel + FRAME_HEADER], at)? else { return Ok(None) };
         let total = FRAME_HEADER + len;
         if self.fill(total).map_err(|e| e.to_string())? < total {
             return Err(format!("record at offset {at} is cut short"));
@@ -281,15 +277,9 @@ impl SegmentCursor {
             return Ok(false);
         }
         let rel = (self.offset - self.buf_start) as usize;
-        let head: [u8; FRAME_HEADER] = self.buf[rel..rel + FRAME_HEADER].try_into().map_err(|_| "short header")?;
-        match record::frame_head(&head) {
-            FrameHead::Zero => Ok(false),
-            FrameHead::Implausible => Err(format!("implausible record length at offset {at}")),
-            FrameHead::Frame { len, .. } => {
-                self.offset += (FRAME_HEADER + len) as u64;
-                Ok(true)
-            }
-        }
+        let Some((len, _)) = frame_at(&self.buf[rel..rel + FRAME_HEADER], at)? else { return Ok(false) };
+        self.offset += (FRAME_HEADER + len) as u64;
+        Ok(true)
     }
 }
 

@@ -343,9 +343,9 @@ impl Writer {
                 schema_version: ev.schema_version,
                 occurred_at_nanos: to_nanos(ev.occurred_at).unwrap_or(0),
                 recorded_at_nanos: recorded_nanos,
-                actor: &ev.actor,
-                metadata: &ev.metadata,
-                data_sha256: digest,
+                actor: (&ev.actor).into(),
+                metadata: (&ev.metadata).into(),
+                data_sha256: *digest,
             }
             .encode(&mut self.scratch);
             let new_hash = Hash::chain(hash, &self.scratch);

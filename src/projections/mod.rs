@@ -76,7 +76,7 @@ pub use views::{
 use crate::clock::SharedClock;
 use crate::domain::{AccountId, Actor, CourseEvent, CourseId, EventMeta, Role};
 use crate::log::{
-    Envelope, EventLog, LogIter, PayloadRef, StreamId, category_of, decode_payload_ref, entity_id_of, from_nanos,
+    CanonicalFields, Envelope, EventLog, LogIter, StreamId, category_of, decode_payload_ref, entity_id_of, from_nanos,
 };
 
 /// The names accepted by `vivirk projections rebuild [NAME]`.
@@ -307,71 +307,26 @@ pub enum Skip {
 
 /// Turns an envelope into a course id and a decoded event. Shared by the engine and as-of.
 pub fn decode_envelope(env: &Envelope) -> Result<(CourseId, Recorded, CourseEvent), Skip> {
-    decode_fields(EventFields {
-        position: env.position,
-        stream: env.stream.as_str(),
-        stream_version: env.stream_version,
-        event_id: env.event_id,
-        event_type: &env.event_type,
-        schema_version: env.schema_version,
-        occurred_at: env.occurred_at,
-        recorded_at: env.recorded_at,
-        account_id: env.actor.account_id,
-        role: &env.actor.role,
-        data: &env.data,
-    })
+    decode_fields(&env.canonical_fields(), &env.data)
 }
 
-/// What folding needs of a stored event, borrowed from an envelope or from a record read in
-/// place, so both decode the same way.
-struct EventFields<'a> {
-    position: u64,
-    stream: &'a str,
-    stream_version: u64,
-    event_id: Uuid,
-    event_type: &'a str,
-    schema_version: u16,
-    occurred_at: OffsetDateTime,
-    recorded_at: OffsetDateTime,
-    account_id: Uuid,
-    role: &'a str,
-    data: &'a [u8],
-}
-
-impl<'a> EventFields<'a> {
-    fn of_payload(p: &PayloadRef<'a>) -> Self {
-        let c = &p.canonical;
-        EventFields {
-            position: c.position,
-            stream: c.stream,
-            stream_version: c.stream_version,
-            event_id: c.event_id,
-            event_type: c.event_type,
-            schema_version: c.schema_version,
-            occurred_at: from_nanos(c.occurred_at),
-            recorded_at: from_nanos(c.recorded_at),
-            account_id: c.account_id,
-            role: c.role,
-            data: p.data,
-        }
-    }
-}
-
-fn decode_fields(f: EventFields<'_>) -> Result<(CourseId, Recorded, CourseEvent), Skip> {
-    if category_of(f.stream) != "course" {
+/// The one decode of a stored course event, from its canonical fields, borrowed from an envelope
+/// or from a record read in place, and its data.
+fn decode_fields(c: &CanonicalFields<'_>, data: &[u8]) -> Result<(CourseId, Recorded, CourseEvent), Skip> {
+    if category_of(c.stream) != "course" {
         return Err(Skip::NotACourse);
     }
-    let course_id = CourseId(entity_id_of(f.stream).ok_or(Skip::Bad)?);
-    let role = Role::ALL.iter().copied().find(|r| r.as_str() == f.role).ok_or(Skip::Bad)?;
-    let event = CourseEvent::decode(f.event_type, f.schema_version, f.data).map_err(|_| Skip::Bad)?;
+    let course_id = CourseId(entity_id_of(c.stream).ok_or(Skip::Bad)?);
+    let role = Role::ALL.iter().copied().find(|r| r.as_str() == c.actor.role).ok_or(Skip::Bad)?;
+    let event = CourseEvent::decode(c.event_type, c.schema_version, data).map_err(|_| Skip::Bad)?;
     let meta = EventMeta {
-        event_id: f.event_id,
-        stream_version: f.stream_version,
-        occurred_at: f.occurred_at,
-        recorded_at: f.recorded_at,
-        actor: Actor { account_id: AccountId(f.account_id), role },
+        event_id: c.event_id,
+        stream_version: c.stream_version,
+        occurred_at: from_nanos(c.occurred_at_nanos),
+        recorded_at: from_nanos(c.recorded_at_nanos),
+        actor: Actor { account_id: AccountId(c.actor.account_id), role },
     };
-    Ok((course_id, Recorded { position: f.position, meta }, event))
+    Ok((course_id, Recorded { position: c.position, meta }, event))
 }
 
 fn warn_bad(position: u64, event_type: &str, schema_version: u16) {
@@ -429,7 +384,7 @@ fn decode_chunk(raw: &RawChunk) -> Result<DecodedChunk, ProjectionError> {
         let (position, event_type, version) =
             (payload.canonical.position, payload.canonical.event_type, payload.canonical.schema_version);
         chunk.last = position;
-        match decode_fields(EventFields::of_payload(&payload)) {
+        match decode_fields(&payload.canonical, payload.data) {
             Ok(x) => chunk.events.push(x),
             Err(Skip::NotACourse) => {}
             Err(Skip::Bad) => {
