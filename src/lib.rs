@@ -29,8 +29,47 @@ pub const SLED_CACHE: u64 = 16 << 20;
 /// sled 0.34's `flush` can also wait for good for buffers that never become stable (sled issue
 /// #1308, fixed on its main branch, never released). Nothing on the request path waits for a
 /// flush; our explicit flushes run one at a time ([`one_sled_flush`]).
+///
+/// sled's file lock outlives the last handle on a store for a moment: its I/O threads release
+/// it when they finish. The data directory's lock keeps other processes out, so a busy store
+/// lock is this process's previous handle (tests and tools reopen at once; CI saw it once).
+/// Opening waits for it, up to a second, rather than failing — a failed open rebuilds the store,
+/// which would delete a directory sled is still writing.
 pub fn open_sled(path: &std::path::Path, flush_every_ms: Option<u64>) -> sled::Result<sled::Db> {
-    sled::Config::new().path(path).cache_capacity(SLED_CACHE).flush_every_ms(flush_every_ms).open()
+    const ATTEMPTS: u32 = 50;
+    let mut attempt = 1;
+    loop {
+        match sled::Config::new().path(path).cache_capacity(SLED_CACHE).flush_every_ms(flush_every_ms).open() {
+            Err(sled::Error::Io(e)) if attempt < ATTEMPTS && e.to_string().contains("could not acquire lock") => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return opened,
+        }
+    }
+}
+
+#[cfg(test)]
+mod sled_open_tests {
+    /// A store still locked by a handle of this process opens once that handle is gone; one
+    /// that stays locked is an error after a bounded wait, not a hang.
+    #[test]
+    fn a_store_opens_once_the_previous_handle_lets_go_and_not_while_it_is_held() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("store");
+        let held = super::open_sled(&path, None).unwrap();
+        let err = super::open_sled(&path, None).map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains("could not acquire lock"), "{err}");
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let path2 = path.clone();
+        let reopen = std::thread::spawn(move || {
+            started_tx.send(()).unwrap();
+            super::open_sled(&path2, None).map(|_| ())
+        });
+        started_rx.recv().unwrap();
+        drop(held);
+        reopen.join().unwrap().unwrap();
+    }
 }
 
 pub mod api;
