@@ -219,6 +219,8 @@ impl State {
 struct Applier {
     since_persist: u64,
     last_persist: Instant,
+    /// When the follower last dropped decoded observations not read since ([`ObsList::drop_cold`]).
+    last_sweep: Instant,
     /// The follower's persist, running on its own thread (see [`Projections::persist_in_background`]).
     in_flight: Option<std::thread::JoinHandle<()>>,
 }
@@ -438,7 +440,8 @@ fn encode_course(id: CourseId, view: &CourseView, dirty: &Dirty, stored: &[u32])
     let rewrite = dirty.changed.iter().map(|c| *c as usize).filter(|c| *c < start).chain(start..sealed);
     let mut chunks = Vec::new();
     for c in rewrite {
-        let record = codec::encode_chunk(view.observations.chunk(c));
+        // Kept encoded in memory: written as it is.
+        let record = view.observations.chunk_record(c).to_vec();
         let crc = codec::record_crc(&record).unwrap_or_default();
         if c < crcs.len() {
             crcs[c] = crc;
@@ -536,14 +539,15 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<Loaded, String> {
         if codec::record_crc(v) != Some(want) {
             return Err(format!("chunk {chunk} of course {} is not the one its head names", id.0));
         }
+        // Decoded here only to be sure it can be: memory keeps it encoded until it is read.
         let obs = codec::decode_chunk(v).ok_or_else(|| format!("undecodable chunk of course {}", id.0))?;
         if obs.len() != codec::CHUNK_OBS {
             return Err(format!("chunk {chunk} of course {} is not full", id.0));
         }
-        Ok(Some((id, chunk, obs)))
+        Ok(Some((id, chunk, v.to_vec())))
     })?;
     drop(chunks_raw);
-    let mut sealed: HashMap<CourseId, Vec<Vec<Observation>>> = HashMap::new();
+    let mut sealed: HashMap<CourseId, Vec<Vec<u8>>> = HashMap::new();
     for (id, chunk, chunk_obs) in chunks.into_iter().flatten() {
         let Some((_, crcs)) = heads.get(&id) else { continue };
         let course_chunks = sealed.entry(id).or_insert_with(|| Vec::with_capacity(crcs.len()));
@@ -640,7 +644,12 @@ impl Projections {
                 tree,
                 _db: db,
                 state: RwLock::new(state),
-                applier: Mutex::new(Applier { since_persist: 0, last_persist: Instant::now(), in_flight: None }),
+                applier: Mutex::new(Applier {
+                    since_persist: 0,
+                    last_persist: Instant::now(),
+                    last_sweep: Instant::now(),
+                    in_flight: None,
+                }),
                 applied_tx,
                 persisted: AtomicU64::new(checkpoint),
                 skipped: AtomicU64::new(0),
@@ -724,6 +733,10 @@ impl Projections {
         background: bool,
     ) -> Result<u64, ProjectionError> {
         let mut applier = self.inner.applier.lock().unwrap_or_else(|p| p.into_inner());
+        if background {
+            // Reads alone start no persist, so the follower sweeps on its own clock too.
+            self.sweep_when_due(&mut applier);
+        }
         let from = self.applied() + 1;
         let head = self.inner.log.committed();
         let until = head.min(from.saturating_add(limit).saturating_sub(1));
@@ -978,6 +991,40 @@ impl Projections {
         Ok(())
     }
 
+    /// The follower's sweep, every `persist_interval`, if no persist is in flight: a persist holds
+    /// the views it writes, and a held view is not swept.
+    fn sweep_when_due(&self, applier: &mut Applier) {
+        let idle = applier.in_flight.as_ref().is_none_or(|h| h.is_finished());
+        if idle && applier.last_sweep.elapsed() >= self.inner.config.persist_interval {
+            applier.last_sweep = Instant::now();
+            self.drop_cold_observations();
+        }
+    }
+
+    /// Drops the decoded form of sealed observation chunks no read has used since the last
+    /// sweep, so memory holds the history encoded and only what is being read decoded. Views a
+    /// persist still holds are left for next time. Returns how many chunks were dropped and how
+    /// many views were held.
+    fn drop_cold_observations(&self) -> (usize, usize) {
+        let started = Instant::now();
+        let (mut dropped, mut held) = (0, 0);
+        let mut st = self.write();
+        for view in st.courses.values_mut() {
+            match Arc::get_mut(view) {
+                Some(v) => dropped += v.observations.drop_cold(),
+                None => held += 1,
+            }
+        }
+        drop(st);
+        tracing::debug!(
+            dropped,
+            held,
+            took_us = started.elapsed().as_micros() as u64,
+            "projections: cold chunks dropped"
+        );
+        (dropped, held)
+    }
+
     /// The follower's persist: the snapshot is taken here, with the applier lock held, and
     /// encoded and written on a thread of its own, so applying goes on meanwhile (a view applied
     /// to while shared is copied first). One at a time, in order: while one runs, the next is
@@ -987,6 +1034,8 @@ impl Projections {
             return Ok(());
         }
         self.finish_in_flight(applier);
+        // No persist holds a view now (a held view cannot be swept), and the snapshot is next.
+        self.sweep_when_due(applier);
         let snap = self.snapshot(applier);
         let me = self.clone();
         let spawned = std::thread::Builder::new().name("projections-persist".into()).spawn(move || {

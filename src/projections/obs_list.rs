@@ -6,21 +6,79 @@
 //! flat `Vec` that copy was the course's whole history — under writes spread over every course,
 //! every course, every persist, so the peak held the data about twice. Here a copy is the chunk
 //! pointers and the tail; a sealed chunk is copied only when a correction or retraction changes
-//! an observation in it. The chunks are exactly the stored form's chunks (`codec`), so a
-//! persist encodes [`ObsList::chunk`] as it is.
+//! an observation in it.
+//!
+//! Why a sealed chunk is kept encoded: decoded, an observation took ~210 bytes of memory (the
+//! largest part of the server's memory, and it grows with the record); in the store's encoding
+//! (`codec::encode_chunk`: ids in a table, varints) about a quarter of that. So a sealed chunk is
+//! its stored record, which a persist writes as it is, plus its decoded form only while it is in
+//! use: decoded on first access, and dropped by [`ObsList::drop_cold`] when nothing used it since
+//! the previous call (the follower calls it after each background persist).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::codec;
 use super::course::Observation;
 
 /// Observations per sealed chunk, in memory and in the store.
 pub const CHUNK_OBS: usize = 64;
 
+/// A full chunk: always at least one of its two forms.
+struct Sealed {
+    /// The stored record (`codec::encode_chunk`); unset only after a change in memory, until the
+    /// next persist or [`ObsList::drop_cold`] encodes it again.
+    record: OnceLock<Box<[u8]>>,
+    /// The observations, while in use.
+    decoded: OnceLock<Box<[Observation]>>,
+    /// Read since the last [`ObsList::drop_cold`].
+    used: AtomicBool,
+}
+
+impl Sealed {
+    fn from_observations(obs: Vec<Observation>) -> Self {
+        Sealed { record: OnceLock::new(), decoded: OnceLock::from(obs.into_boxed_slice()), used: AtomicBool::new(true) }
+    }
+
+    fn obs(&self) -> &[Observation] {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+        self.decoded.get_or_init(|| {
+            let decoded = self.record.get().and_then(|r| codec::decode_chunk(r));
+            match decoded {
+                Some(obs) if obs.len() == CHUNK_OBS => obs.into_boxed_slice(),
+                // Not reachable: a record is either our own encoding or a stored one checked when
+                // it was loaded (`ObsList::from_parts`). Should it happen, the course reads as if
+                // it had fewer observations, and says so, rather than taking the server down.
+                _ => {
+                    tracing::error!("projections: a sealed chunk of observations could not be decoded");
+                    Box::default()
+                }
+            }
+        })
+    }
+
+    fn record(&self) -> &[u8] {
+        self.record.get_or_init(|| codec::encode_chunk(self.decoded.get().map_or(&[][..], |d| &d[..])).into())
+    }
+}
+
+impl Clone for Sealed {
+    fn clone(&self) -> Self {
+        Sealed {
+            record: self.record.clone(),
+            decoded: self.decoded.clone(),
+            used: AtomicBool::new(self.used.load(Ordering::Relaxed)),
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct ObsList {
-    sealed: Vec<Arc<Vec<Observation>>>,
+    sealed: Vec<Arc<Sealed>>,
     tail: Vec<Observation>,
 }
 
@@ -29,11 +87,21 @@ impl ObsList {
         Self::default()
     }
 
-    /// From sealed chunks (each exactly [`CHUNK_OBS`], which the caller has checked) and the
-    /// observations after them, however many.
-    pub fn from_parts(sealed: Vec<Vec<Observation>>, tail: Vec<Observation>) -> Self {
-        debug_assert!(sealed.iter().all(|c| c.len() == CHUNK_OBS));
-        let mut list = ObsList { sealed: sealed.into_iter().map(Arc::new).collect(), tail: Vec::new() };
+    /// From stored sealed chunks (each a record `codec::decode_chunk` reads as exactly
+    /// [`CHUNK_OBS`] observations, which the caller has checked) and the observations after
+    /// them, however many. The chunks stay encoded until first used.
+    pub fn from_parts(sealed: Vec<Vec<u8>>, tail: Vec<Observation>) -> Self {
+        let sealed = sealed
+            .into_iter()
+            .map(|r| {
+                Arc::new(Sealed {
+                    record: OnceLock::from(r.into_boxed_slice()),
+                    decoded: OnceLock::new(),
+                    used: AtomicBool::new(false),
+                })
+            })
+            .collect();
+        let mut list = ObsList { sealed, tail: Vec::new() };
         list.extend(tail);
         list
     }
@@ -50,14 +118,14 @@ impl ObsList {
         self.tail.push(o);
         if self.tail.len() == CHUNK_OBS {
             let full = std::mem::take(&mut self.tail);
-            self.sealed.push(Arc::new(full));
+            self.sealed.push(Arc::new(Sealed::from_observations(full)));
         }
     }
 
     pub fn get(&self, i: usize) -> Option<&Observation> {
         let c = i / CHUNK_OBS;
         match self.sealed.get(c) {
-            Some(chunk) => chunk.get(i % CHUNK_OBS),
+            Some(chunk) => chunk.obs().get(i % CHUNK_OBS),
             None => self.tail.get(i - self.sealed.len() * CHUNK_OBS),
         }
     }
@@ -67,9 +135,14 @@ impl ObsList {
         self.sealed.len()
     }
 
-    /// Sealed chunk `c` (observations `c * CHUNK_OBS ..`).
+    /// Sealed chunk `c` (observations `c * CHUNK_OBS ..`), decoded.
     pub fn chunk(&self, c: usize) -> &[Observation] {
-        &self.sealed[c]
+        self.sealed[c].obs()
+    }
+
+    /// Sealed chunk `c` as the store holds it (`codec::encode_chunk`).
+    pub fn chunk_record(&self, c: usize) -> &[u8] {
+        self.sealed[c].record()
     }
 
     /// The observations after the sealed chunks.
@@ -92,15 +165,45 @@ impl ObsList {
     }
 
     /// The newest observation matching `pred`, to change in place: its chunk is copied first if
-    /// a persist still holds it.
+    /// a persist still holds it, and encoded again when next written or dropped.
     pub fn rfind_mut(&mut self, pred: impl Fn(&Observation) -> bool) -> Option<&mut Observation> {
         // Newest first: corrections usually follow their target closely.
         let i = self.iter().rposition(pred)?;
         let c = i / CHUNK_OBS;
         match self.sealed.get_mut(c) {
-            Some(chunk) => Arc::make_mut(chunk).get_mut(i % CHUNK_OBS),
+            Some(chunk) => {
+                let chunk = Arc::make_mut(chunk);
+                chunk.obs();
+                chunk.record.take();
+                chunk.decoded.get_mut()?.get_mut(i % CHUNK_OBS)
+            }
             None => self.tail.get_mut(i - c * CHUNK_OBS),
         }
+    }
+
+    /// Drops the decoded form of every sealed chunk not used since the previous call (encoding
+    /// it first if it changed), and returns how many. A chunk shared with a copy (a persist in
+    /// progress) is left for the next call.
+    pub fn drop_cold(&mut self) -> usize {
+        let mut dropped = 0;
+        for chunk in &mut self.sealed {
+            if chunk.used.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            let Some(chunk) = Arc::get_mut(chunk) else { continue };
+            if chunk.decoded.get().is_none() {
+                continue;
+            }
+            chunk.record();
+            chunk.decoded.take();
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Sealed chunks held decoded (tests and metrics).
+    pub fn decoded_chunks(&self) -> usize {
+        self.sealed.iter().filter(|c| c.decoded.get().is_some()).count()
     }
 }
 
@@ -239,15 +342,23 @@ mod tests {
         Change(usize),
         /// Take a copy, as a persist does, and check it keeps what it saw.
         Hold,
+        /// The follower's sweep: drop what was not read since the last one.
+        Sweep,
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![6 => Just(Op::Push), 2 => (0usize..1000).prop_map(Op::Change), 1 => Just(Op::Hold)]
+        prop_oneof![
+            6 => Just(Op::Push),
+            2 => (0usize..1000).prop_map(Op::Change),
+            1 => Just(Op::Hold),
+            2 => Just(Op::Sweep),
+        ]
     }
 
     proptest! {
         /// Against a `Vec`: the same observations in the same order from either end, the same
-        /// indexing and search, and a copy taken earlier never sees a later change.
+        /// indexing and search, whatever sweeps dropped in between, and a copy taken earlier
+        /// never sees a later change. The stored records read back as the chunks.
         #[test]
         fn behaves_as_a_vec_and_a_copy_is_unchanged_by_later_writes(ops in prop::collection::vec(op(), 0..400)) {
             let mut list = ObsList::new();
@@ -269,6 +380,9 @@ mod tests {
                     }
                     Op::Change(_) => prop_assert!(list.rfind_mut(|_| true).is_none()),
                     Op::Hold => held.push((list.clone(), model.clone())),
+                    Op::Sweep => {
+                        list.drop_cold();
+                    }
                 }
                 prop_assert_eq!(list.len(), model.len());
                 prop_assert!(list.tail().len() < CHUNK_OBS);
@@ -287,7 +401,7 @@ mod tests {
             for c in 0..list.sealed_chunks() {
                 prop_assert_eq!(list.chunk(c), &model[c * CHUNK_OBS..(c + 1) * CHUNK_OBS]);
             }
-            let sealed: Vec<Vec<Observation>> = (0..list.sealed_chunks()).map(|c| list.chunk(c).to_vec()).collect();
+            let sealed: Vec<Vec<u8>> = (0..list.sealed_chunks()).map(|c| list.chunk_record(c).to_vec()).collect();
             prop_assert_eq!(&ObsList::from_parts(sealed, list.tail().to_vec()), &list);
             prop_assert_eq!(&ObsList::from(model.clone()), &list);
             for (copy, seen) in &held {

@@ -479,6 +479,54 @@ fn a_long_course_is_stored_in_sealed_chunks_and_a_persist_writes_only_what_chang
     assert_eq!(views, folded(&f, &reopened));
 }
 
+/// Sealed chunks are held encoded, decoded while read, and dropped again by the follower's sweep
+/// once no read has used them since the previous one; a chunk changed in memory is encoded again
+/// before its decoded form goes. What the views show never changes.
+#[test]
+fn sealed_chunks_are_decoded_while_read_and_dropped_when_cold() {
+    let (mut f, c, p) = filled_and_persisted(200);
+    drop(p);
+    let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap();
+    let course = f.course;
+    let decoded = |p: &Projections| p.read().courses.get(&course).map(|v| v.observations.decoded_chunks());
+    assert_eq!(decoded(&p), Some(0), "loaded encoded");
+    let page = p.contact_history(f.course, &HistoryFilter::default(), None, 500).unwrap().unwrap();
+    assert_eq!(page.items.len(), 200, "contacts and meetings, all of them");
+    assert_eq!(decoded(&p), Some(3), "decoded by the read");
+    assert_eq!(p.drop_cold_observations(), (0, 0), "used since the last sweep: kept");
+    assert_eq!(p.drop_cold_observations(), (3, 0));
+    assert_eq!(decoded(&p), Some(0));
+    assert_eq!(all_views(&p), folded(&f, &p), "read back from the encoded chunks");
+    // Copies (`all_views`) share the chunks: a shared chunk stays until they are gone.
+    let views = all_views(&p);
+    assert_eq!(p.drop_cold_observations(), (0, 0));
+    assert_eq!(p.drop_cold_observations(), (0, 0));
+    assert_eq!(decoded(&p), Some(3));
+    drop(views);
+    assert_eq!(p.drop_cold_observations(), (3, 0));
+    // A correction lands in the first chunk; dropped while cold, it is kept as changed.
+    correct_first_contact(&mut f, datetime!(2025-06-20 08:00 UTC));
+    p.catch_up_to(u64::MAX, false).unwrap();
+    assert_eq!(p.drop_cold_observations().0, 0, "the correction's search, newest first, used them");
+    assert_eq!(p.drop_cold_observations().0, 3);
+    assert_eq!(decoded(&p), Some(0));
+    let corrected = all_views(&p);
+    assert!(matches!(corrected[0].1.observations[0].status, course::ObsStatus::Corrected { .. }));
+    assert_eq!(corrected, folded(&f, &p));
+    drop(corrected);
+    // A view a persist holds is left alone.
+    let held = p.read().courses.get(&f.course).cloned();
+    assert_eq!(p.drop_cold_observations(), (0, 1));
+    drop(held);
+    // What the store gets after the correction is the changed chunk, encoded again.
+    let corrected = all_views(&p);
+    p.catch_up_to(u64::MAX, true).unwrap();
+    drop(p);
+    let (reopened, report) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
+    assert_eq!(report.rebuilt, None);
+    assert_eq!(all_views(&reopened), corrected);
+}
+
 /// A crash inside a persist can leave a chunk rewritten (by a correction) under the head written
 /// before it: the head names its chunks by CRC, so the store is rebuilt rather than trusted.
 #[test]
@@ -542,7 +590,12 @@ fn open_partial(f: &Fixture, c: ProjectionConfig, n: u64) -> Projections {
             tree,
             _db: db,
             state: RwLock::new(State::default()),
-            applier: Mutex::new(Applier { since_persist: 0, last_persist: Instant::now(), in_flight: None }),
+            applier: Mutex::new(Applier {
+                since_persist: 0,
+                last_persist: Instant::now(),
+                last_sweep: Instant::now(),
+                in_flight: None,
+            }),
             applied_tx,
             persisted: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
