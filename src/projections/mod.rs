@@ -544,10 +544,10 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<Loaded, String> {
         if obs.len() != codec::CHUNK_OBS {
             return Err(format!("chunk {chunk} of course {} is not full", id.0));
         }
-        Ok(Some((id, chunk, v.to_vec())))
+        Ok(Some((id, chunk, (v.to_vec(), obs_list::newest(&obs)))))
     })?;
     drop(chunks_raw);
-    let mut sealed: HashMap<CourseId, Vec<Vec<u8>>> = HashMap::new();
+    let mut sealed: HashMap<CourseId, Vec<(Vec<u8>, obs_list::TimeKey)>> = HashMap::new();
     for (id, chunk, chunk_obs) in chunks.into_iter().flatten() {
         let Some((_, crcs)) = heads.get(&id) else { continue };
         let course_chunks = sealed.entry(id).or_insert_with(|| Vec::with_capacity(crcs.len()));

@@ -19,12 +19,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::OffsetDateTime;
 
 use super::codec;
 use super::course::Observation;
 
 /// Observations per sealed chunk, in memory and in the store.
 pub const CHUNK_OBS: usize = 64;
+
+/// An observation's place on the timeline: when it happened, then its log position.
+pub type TimeKey = (OffsetDateTime, u64);
+
+/// The newest place on the timeline among `obs` (the log's order is nearly, not exactly, time
+/// order: a phone may send a check-in logged offline hours later).
+pub fn newest(obs: &[Observation]) -> TimeKey {
+    obs.iter().map(|o| (o.occurred_at, o.position)).max().unwrap_or((OffsetDateTime::UNIX_EPOCH, 0))
+}
 
 /// A full chunk: always at least one of its two forms.
 struct Sealed {
@@ -35,11 +45,19 @@ struct Sealed {
     decoded: OnceLock<Box<[Observation]>>,
     /// Read since the last [`ObsList::drop_cold`].
     used: AtomicBool,
+    /// [`newest`] of its observations (a correction changes neither time nor position), so a
+    /// newest-first reader can pass a chunk by without decoding it.
+    newest: TimeKey,
 }
 
 impl Sealed {
     fn from_observations(obs: Vec<Observation>) -> Self {
-        Sealed { record: OnceLock::new(), decoded: OnceLock::from(obs.into_boxed_slice()), used: AtomicBool::new(true) }
+        Sealed {
+            record: OnceLock::new(),
+            newest: newest(&obs),
+            decoded: OnceLock::from(obs.into_boxed_slice()),
+            used: AtomicBool::new(true),
+        }
     }
 
     fn obs(&self) -> &[Observation] {
@@ -72,6 +90,7 @@ impl Clone for Sealed {
             record: self.record.clone(),
             decoded: self.decoded.clone(),
             used: AtomicBool::new(self.used.load(Ordering::Relaxed)),
+            newest: self.newest,
         }
     }
 }
@@ -88,16 +107,17 @@ impl ObsList {
     }
 
     /// From stored sealed chunks (each a record `codec::decode_chunk` reads as exactly
-    /// [`CHUNK_OBS`] observations, which the caller has checked) and the observations after
-    /// them, however many. The chunks stay encoded until first used.
-    pub fn from_parts(sealed: Vec<Vec<u8>>, tail: Vec<Observation>) -> Self {
+    /// [`CHUNK_OBS`] observations, which the caller has checked, with their [`newest`]) and the
+    /// observations after them, however many. The chunks stay encoded until first used.
+    pub fn from_parts(sealed: Vec<(Vec<u8>, TimeKey)>, tail: Vec<Observation>) -> Self {
         let sealed = sealed
             .into_iter()
-            .map(|r| {
+            .map(|(r, newest)| {
                 Arc::new(Sealed {
                     record: OnceLock::from(r.into_boxed_slice()),
                     decoded: OnceLock::new(),
                     used: AtomicBool::new(false),
+                    newest,
                 })
             })
             .collect();
@@ -138,6 +158,11 @@ impl ObsList {
     /// Sealed chunk `c` (observations `c * CHUNK_OBS ..`), decoded.
     pub fn chunk(&self, c: usize) -> &[Observation] {
         self.sealed[c].obs()
+    }
+
+    /// [`newest`] of sealed chunk `c`, without decoding it.
+    pub fn chunk_newest(&self, c: usize) -> TimeKey {
+        self.sealed[c].newest
     }
 
     /// Sealed chunk `c` as the store holds it (`codec::encode_chunk`).
@@ -401,7 +426,11 @@ mod tests {
             for c in 0..list.sealed_chunks() {
                 prop_assert_eq!(list.chunk(c), &model[c * CHUNK_OBS..(c + 1) * CHUNK_OBS]);
             }
-            let sealed: Vec<Vec<u8>> = (0..list.sealed_chunks()).map(|c| list.chunk_record(c).to_vec()).collect();
+            let sealed: Vec<(Vec<u8>, TimeKey)> =
+                (0..list.sealed_chunks()).map(|c| (list.chunk_record(c).to_vec(), list.chunk_newest(c))).collect();
+            for c in 0..list.sealed_chunks() {
+                prop_assert_eq!(list.chunk_newest(c), newest(&model[c * CHUNK_OBS..(c + 1) * CHUNK_OBS]));
+            }
             prop_assert_eq!(&ObsList::from_parts(sealed, list.tail().to_vec()), &list);
             prop_assert_eq!(&ObsList::from(model.clone()), &list);
             for (copy, seen) in &held {

@@ -527,6 +527,53 @@ fn sealed_chunks_are_decoded_while_read_and_dropped_when_cold() {
     assert_eq!(all_views(&reopened), corrected);
 }
 
+/// A page of a long course's history decodes only the sealed chunks that can hold its items
+/// (each knows its newest observation without being decoded), and every page is what a full
+/// sort of the course's observations gives, with backdated ones where their time puts them.
+#[test]
+fn history_pages_of_a_long_course_decode_only_the_chunks_they_need() {
+    let mut f = Fixture::new();
+    fill(&mut f, 600);
+    // Logged late, happened early: a backdated contact in the tail and one in the middle.
+    f.ok(t::caseworker(), datetime!(2025-06-05 09:30 UTC), contact(true, Channel::Phone));
+    let late = datetime!(2025-06-05 08:00 UTC) + Duration::hours(600);
+    for i in 0..100 {
+        let at = if i == 50 { datetime!(2025-06-06 10:30 UTC) } else { late + Duration::hours(i) };
+        f.ok(t::caseworker(), at, contact(false, Channel::Video));
+    }
+    let c = config_persisting_every(&f.dir, u64::MAX);
+    drop(Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap());
+    let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
+    let course = f.course;
+    let decoded = || p.read().courses.get(&course).map(|v| v.observations.decoded_chunks());
+    let sealed = p.read().courses.get(&course).map(|v| v.observations.sealed_chunks());
+    assert_eq!((sealed, decoded()), (Some(10), Some(0)), "701 observations: 10 chunks and a tail of 61");
+    let view = p.course_view(course).unwrap();
+    let mut want: Vec<&course::Observation> = view.observations.iter().collect();
+    want.sort_by_key(|o| std::cmp::Reverse((o.occurred_at, o.position)));
+    let want: Vec<Uuid> = want.iter().map(|o| o.event_id).collect();
+    drop(view);
+    p.drop_cold_observations();
+    assert_eq!(p.drop_cold_observations(), (10, 0), "what the full sort decoded, dropped again");
+    let mut got = Vec::new();
+    let mut cursor = None;
+    for page in 0.. {
+        let pg = p.contact_history(course, &HistoryFilter::default(), cursor.as_deref(), 50).unwrap().unwrap();
+        got.extend(pg.items.iter().map(|i| i.event_id));
+        match page {
+            0 => assert_eq!(decoded(), Some(0), "the tail holds the newest 50: no chunk decoded"),
+            1 => assert_eq!(decoded(), Some(1), "the second page needs the newest chunk too"),
+            _ => {}
+        }
+        match pg.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(got, want);
+    assert_eq!(decoded(), Some(10));
+}
+
 /// A crash inside a persist can leave a chunk rewritten (by a correction) under the head written
 /// before it: the head names its chunks by CRC, so the store is rebuilt rather than trusted.
 #[test]

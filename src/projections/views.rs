@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::course::*;
 use super::cph;
+use super::obs_list::CHUNK_OBS;
 use crate::domain::common::{add_months, iso_date};
 use crate::domain::course::state::GoalStatus;
 use crate::domain::course::{Attendance, MeetingKind, Outcome, Phase, SupportArea};
@@ -891,20 +892,33 @@ pub fn history_page(
     // nearly time order, so walking newest first rejects almost everything after the first
     // `limit` at one comparison.
     let mut best: BinaryHeap<Reverse<(Cursor, usize)>> = BinaryHeap::with_capacity(limit + 2);
-    for (i, o) in view.observations.iter().enumerate().rev() {
+    let full_above = |best: &BinaryHeap<Reverse<(Cursor, usize)>>, k: Cursor| {
+        best.len() > limit && best.peek().is_some_and(|Reverse((min, _))| k <= *min)
+    };
+    let consider = |best: &mut BinaryHeap<Reverse<(Cursor, usize)>>, i: usize, o: &Observation| {
         let k = key(o);
-        if after.is_some_and(|c| k >= c) {
-            continue;
-        }
-        if best.len() > limit && best.peek().is_some_and(|Reverse((min, _))| k <= *min) {
-            continue;
-        }
-        if !matches(view, o, filter) {
-            continue;
+        if after.is_some_and(|c| k >= c) || full_above(best, k) || !matches(view, o, filter) {
+            return;
         }
         best.push(Reverse((k, i)));
         if best.len() > limit + 1 {
             best.pop();
+        }
+    };
+    let obs = &view.observations;
+    let sealed = obs.sealed_chunks();
+    for (j, o) in obs.tail().iter().enumerate().rev() {
+        consider(&mut best, sealed * CHUNK_OBS + j, o);
+    }
+    for c in (0..sealed).rev() {
+        // A sealed chunk with nothing newer than the page's oldest so far is passed by without
+        // being decoded: on a long course a first page reads its last chunk or two.
+        let (occurred_at, position) = obs.chunk_newest(c);
+        if full_above(&best, Cursor { occurred_at, position }) {
+            continue;
+        }
+        for (j, o) in obs.chunk(c).iter().enumerate().rev() {
+            consider(&mut best, c * CHUNK_OBS + j, o);
         }
     }
     let mut hits: Vec<(Cursor, usize)> = best.into_iter().map(|Reverse(h)| h).collect();
