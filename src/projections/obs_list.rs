@@ -206,10 +206,11 @@ impl ObsList {
         }
     }
 
-    /// Drops the decoded form of every sealed chunk not used since the previous call (encoding
-    /// it first if it changed), and returns how many. A chunk shared with a copy (a persist in
-    /// progress) is left for the next call.
-    pub fn drop_cold(&mut self) -> usize {
+    /// Takes out the decoded form of every sealed chunk not used since the previous call
+    /// (encoding it first if it changed) into `out`, for the caller to free when it no longer
+    /// holds a lock, and returns how many. A chunk shared with a copy (a persist in progress) is
+    /// left for the next call.
+    pub fn drop_cold(&mut self, out: &mut Vec<Box<[Observation]>>) -> usize {
         let mut dropped = 0;
         for chunk in &mut self.sealed {
             if chunk.used.swap(false, Ordering::Relaxed) {
@@ -220,7 +221,7 @@ impl ObsList {
                 continue;
             }
             chunk.record();
-            chunk.decoded.take();
+            out.extend(chunk.decoded.take());
             dropped += 1;
         }
         dropped
@@ -406,7 +407,7 @@ mod tests {
                     Op::Change(_) => prop_assert!(list.rfind_mut(|_| true).is_none()),
                     Op::Hold => held.push((list.clone(), model.clone())),
                     Op::Sweep => {
-                        list.drop_cold();
+                        list.drop_cold(&mut Vec::new());
                     }
                 }
                 prop_assert_eq!(list.len(), model.len());
