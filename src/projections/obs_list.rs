@@ -8,12 +8,13 @@
 //! pointers and the tail; a sealed chunk is copied only when a correction or retraction changes
 //! an observation in it.
 //!
-//! Why a sealed chunk is kept encoded: decoded, an observation took ~210 bytes of memory (the
-//! largest part of the server's memory, and it grows with the record); in the store's encoding
-//! (`codec::encode_chunk`: ids in a table, varints) about a quarter of that. So a sealed chunk is
-//! its stored record, which a persist writes as it is, plus its decoded form only while it is in
-//! use: decoded on first access, and dropped by [`ObsList::drop_cold`] when nothing used it since
-//! the previous call (the follower calls it after each background persist).
+//! Why a sealed chunk is kept encoded: decoded, an observation is 112 bytes plus the vectors some
+//! variants hold (the largest part of the server's memory, growing with the record); in the
+//! store's encoding (`codec::encode_chunk`: ids in a table, varints) about 38. So a sealed chunk
+//! is its stored record, which a persist writes as it is, plus its decoded form only while it is
+//! in use: decoded on first access, and dropped by [`ObsList::drop_cold`] when nothing used it
+//! since the previous call (the follower's sweep, every persist interval, when no persist holds
+//! the views).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

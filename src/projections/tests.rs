@@ -527,6 +527,36 @@ fn sealed_chunks_are_decoded_while_read_and_dropped_when_cold() {
     assert_eq!(all_views(&reopened), corrected);
 }
 
+/// The follower's sweep waits for a persist in flight (which holds the views it writes), and
+/// sweeps once there is none.
+#[test]
+fn the_follower_sweeps_only_when_no_persist_is_in_flight() {
+    let mut f = Fixture::new();
+    fill(&mut f, 200);
+    let mut c = config_persisting_every(&f.dir, u64::MAX);
+    c.persist_interval = std::time::Duration::ZERO; // a sweep is always due
+    drop(Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap());
+    let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
+    let course = f.course;
+    let decoded = || p.read().courses.get(&course).map(|v| v.observations.decoded_chunks());
+    p.contact_history(course, &HistoryFilter::default(), None, 500).unwrap().unwrap();
+    assert_eq!(decoded(), Some(3));
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let mut applier = p.inner.applier.lock().unwrap();
+    applier.in_flight = Some(std::thread::spawn(move || {
+        let _ = wait.recv();
+    }));
+    p.sweep_when_due(&mut applier);
+    p.sweep_when_due(&mut applier);
+    assert_eq!(decoded(), Some(3), "a persist in flight: no sweep");
+    drop(release);
+    p.finish_in_flight(&mut applier);
+    p.sweep_when_due(&mut applier);
+    assert_eq!(decoded(), Some(3), "used since the last sweep");
+    p.sweep_when_due(&mut applier);
+    assert_eq!(decoded(), Some(0));
+}
+
 /// A page of a long course's history decodes only the sealed chunks that can hold its items
 /// (each knows its newest observation without being decoded), and every page is what a full
 /// sort of the course's observations gives, with backdated ones where their time puts them.
