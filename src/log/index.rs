@@ -56,41 +56,116 @@ pub enum IndexError {
     Malformed(&'static str),
 }
 
-/// Event id → position, in shards. One map of millions of entries doubles its table in one go
-/// when it fills: a copy of ~100 MB at two million events, made under the index's write lock,
-/// which stopped every append and every request for a tenth of a second (measured: one p99 of
-/// 90 ms in a run otherwise at 9 ms). A shard is a 256th of that.
+/// Event id → position, compactly: what the writer's idempotency check and `read_event` look up.
+///
+/// Kept for every event, so its size per event matters more than anything else here. A map from
+/// the 16-byte id (24-byte entries in tables half to seven-eighths full) took ~52 bytes per event,
+/// the largest share of a million-event server's memory. Here an entry is 8 bytes: a 32-bit
+/// fingerprint of the id and the position, in sorted runs per shard, binary-searched; new ids
+/// wait in a small exact map that is merged into the run when it reaches an eighth of it (so each
+/// entry is moved a bounded number of times on average).
+///
+/// A fingerprint names **candidates**, not answers: the caller reads the event at each candidate
+/// position and compares its id (the writer reads it anyway, to compare content). The
+/// fingerprint is a keyed hash with a per-process random key, so clients cannot choose ids that
+/// collide; a false candidate costs one read per 4 billion / (events in a shard) lookups.
+/// Positions past `u32::MAX` stay in the exact map.
 struct Ids {
-    shards: Vec<HashMap<Uuid, u64>>,
+    shards: Vec<IdShard>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+#[derive(Default)]
+struct IdShard {
+    /// `fingerprint << 32 | position`, sorted.
+    run: Vec<u64>,
+    recent: HashMap<Uuid, u64>,
 }
 
 const ID_SHARDS: usize = 256;
 
 impl Default for Ids {
     fn default() -> Self {
-        Ids { shards: (0..ID_SHARDS).map(|_| HashMap::new()).collect() }
+        Self::with_shards(ID_SHARDS)
     }
 }
 
 impl Ids {
+    fn with_shards(n: usize) -> Self {
+        Ids {
+            shards: (0..n).map(|_| IdShard::default()).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
     fn with_capacity(n: usize) -> Self {
-        let each = n / ID_SHARDS + n / ID_SHARDS / 8 + 16;
-        Ids { shards: (0..ID_SHARDS).map(|_| HashMap::with_capacity(each)).collect() }
+        let mut ids = Ids::default();
+        for s in &mut ids.shards {
+            s.run.reserve(n / ID_SHARDS + n / ID_SHARDS / 16 + 16);
+        }
+        ids
     }
 
-    fn shard(id: &Uuid) -> usize {
-        // Client-chosen ids need not be random in any particular byte: fold them all.
-        let v = id.as_u128();
-        let folded = (v as u64) ^ ((v >> 64) as u64);
-        (folded ^ (folded >> 32) ^ (folded >> 16) ^ (folded >> 8)) as usize % ID_SHARDS
+    /// (shard, fingerprint)
+    fn place(&self, id: &Uuid) -> (usize, u64) {
+        use std::hash::BuildHasher;
+        let h = self.hasher.hash_one(id.as_u128());
+        ((h as usize) % self.shards.len(), h >> 32)
     }
 
-    fn get(&self, id: Uuid) -> Option<u64> {
-        self.shards[Self::shard(&id)].get(&id).copied()
+    /// Positions that may hold the event with this id, each to be checked by reading it.
+    fn candidates(&self, id: Uuid) -> Vec<u64> {
+        let (shard, fp) = self.place(&id);
+        let s = &self.shards[shard];
+        let mut out: Vec<u64> = s.recent.get(&id).copied().into_iter().collect();
+        let from = s.run.partition_point(|e| e >> 32 < fp);
+        out.extend(s.run[from..].iter().take_while(|e| *e >> 32 == fp).map(|e| e & u64::from(u32::MAX)));
+        out
     }
 
     fn insert(&mut self, id: Uuid, position: u64) {
-        self.shards[Self::shard(&id)].insert(id, position);
+        let (shard, fp) = self.place(&id);
+        let s = &mut self.shards[shard];
+        if position > u64::from(u32::MAX) {
+            s.recent.insert(id, position);
+            return;
+        }
+        if s.recent.len() < 64.max(s.run.len() / 8) {
+            s.recent.insert(id, position);
+            return;
+        }
+        // Merge: the exact entries (but any past u32) join the run, sorted.
+        let mut moved: Vec<u64> = Vec::with_capacity(s.recent.len() + 1);
+        let hasher = &self.hasher;
+        s.recent.retain(|id, p| {
+            use std::hash::BuildHasher;
+            if *p > u64::from(u32::MAX) {
+                return true;
+            }
+            moved.push((hasher.hash_one(id.as_u128()) >> 32) << 32 | *p);
+            false
+        });
+        moved.push(fp << 32 | position);
+        moved.sort_unstable();
+        let old = std::mem::take(&mut s.run);
+        let mut run = Vec::with_capacity(old.len() + moved.len());
+        let (mut a, mut b) = (old.into_iter().peekable(), moved.into_iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x <= y => a.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => break,
+            };
+            run.extend(next);
+        }
+        s.run = run;
+    }
+
+    /// Bytes held (for the memory breakdown in tests).
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.run.capacity() * 8 + s.recent.capacity() * 24).sum()
     }
 }
 
@@ -243,10 +318,15 @@ impl Index {
             .map(|s| StreamHead { version: s.positions.len() as u64, stream_hash: s.hash })
     }
 
-    pub fn event(&self, id: Uuid) -> Option<Loc> {
+    /// Where the event with this id may be: usually none or one location. The id is compared
+    /// by reading the event (see [`Ids`]); `read_event` and the writer do.
+    pub fn event_candidates(&self, id: Uuid) -> Vec<Loc> {
         let m = self.read();
-        let position = m.ids.get(id)?;
-        Some(Loc { position, offset: *m.offsets.get(position as usize - 1)? })
+        m.ids
+            .candidates(id)
+            .into_iter()
+            .filter_map(|position| Some(Loc { position, offset: *m.offsets.get(position.checked_sub(1)? as usize)? }))
+            .collect()
     }
 
     pub fn loc(&self, position: u64) -> Option<Loc> {
@@ -427,5 +507,60 @@ impl Index {
         let _one = crate::one_sled_flush();
         self.tree.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every inserted id finds its position among its candidates, through the merges of the
+    /// exact map into the sorted runs; ids never inserted have (almost) no candidates; positions
+    /// past `u32::MAX` are kept exactly; and the table stays near 8 bytes per id.
+    #[test]
+    fn every_id_finds_its_position_and_unknown_ids_find_almost_none() {
+        let mut ids = Ids::default();
+        let n = 200_000u64;
+        // Half random, half sequential (clients' ids need not be random).
+        let id = |i: u64| if i.is_multiple_of(2) { Uuid::from_u128(u128::from(i)) } else { Uuid::new_v4() };
+        let all: Vec<(Uuid, u64)> = (1..=n).map(|p| (id(p), p)).collect();
+        for (i, p) in &all {
+            ids.insert(*i, *p);
+        }
+        let wide = (Uuid::new_v4(), u64::from(u32::MAX) + 7);
+        ids.insert(wide.0, wide.1);
+        for (i, p) in all.iter().chain([&wide]) {
+            assert!(ids.candidates(*i).contains(p), "{i} lost its position {p}");
+        }
+        let strangers: usize = (0..100_000).map(|_| ids.candidates(Uuid::new_v4()).len()).sum();
+        assert!(strangers <= 5, "{strangers} false candidates for 100,000 unknown ids");
+        let per_id = ids.bytes() as f64 / n as f64;
+        assert!(per_id < 16.0, "{per_id:.1} bytes per id");
+    }
+
+    proptest! {
+        /// Against a map, with ids inserted in any order of positions and looked up at any time.
+        #[test]
+        fn ids_agree_with_a_map(seeds in proptest::collection::vec(any::<u16>(), 1..3000)) {
+            // Few shards, so the exact maps merge into the runs many times.
+            let mut ids = Ids::with_shards(2);
+            let mut model = HashMap::new();
+            for (p, s) in seeds.iter().enumerate() {
+                let id = Uuid::from_u128(u128::from(*s) * 0x9E37_79B9);
+                if model.contains_key(&id) {
+                    continue;
+                }
+                ids.insert(id, p as u64 + 1);
+                model.insert(id, p as u64 + 1);
+                let probe = Uuid::from_u128(u128::from(seeds[p / 2]) * 0x9E37_79B9);
+                if let Some(want) = model.get(&probe) {
+                    prop_assert!(ids.candidates(probe).contains(want));
+                }
+            }
+            for (id, p) in &model {
+                prop_assert!(ids.candidates(*id).contains(p));
+            }
+        }
     }
 }

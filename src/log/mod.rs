@@ -508,11 +508,16 @@ impl EventLog {
 
     /// The event with this id, if stored.
     pub fn read_event(&self, event_id: Uuid) -> Result<Option<Envelope>, ReadError> {
-        match self.inner.index.event(event_id) {
-            None => Ok(None),
-            Some(loc) if loc.position > self.committed() => Ok(None),
-            Some(loc) => self.inner.shared.read_loc(loc).map(Some).map_err(ReadError::Damaged),
+        for loc in self.inner.index.event_candidates(event_id) {
+            if loc.position > self.committed() {
+                continue;
+            }
+            let env = self.inner.shared.read_loc(loc).map_err(ReadError::Damaged)?;
+            if env.event_id == event_id {
+                return Ok(Some(env));
+            }
         }
+        Ok(None)
     }
 
     /// What `f` makes of the event at a global position, if it is committed, read in place:

@@ -271,11 +271,11 @@ impl Writer {
             let stored = if let Some(p) = pending_ids.get(&ev.event_id) {
                 Some((p.stream.clone(), p.event_type.clone(), p.schema_version, p.digest, p.position, p.version, true))
             } else {
-                match self.index.event(ev.event_id) {
-                    None => None,
-                    Some(loc) => {
-                        let env = self.shared.read_loc(loc).map_err(AppendError::Storage)?;
-                        Some((
+                let mut found = None;
+                for loc in self.index.event_candidates(ev.event_id) {
+                    let env = self.shared.read_loc(loc).map_err(AppendError::Storage)?;
+                    if env.event_id == ev.event_id {
+                        found = Some((
                             env.stream,
                             env.event_type,
                             env.schema_version,
@@ -283,9 +283,11 @@ impl Writer {
                             env.position,
                             env.stream_version,
                             false,
-                        ))
+                        ));
+                        break;
                     }
                 }
+                found
             };
             if let Some((s, et, sv, d, pos, ver, in_turn)) = stored {
                 if &s != stream || et != ev.event_type || sv != ev.schema_version || d != *digest {
