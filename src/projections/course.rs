@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
+use super::digest::Digest;
 use super::obs_list::ObsList;
 use crate::domain::common::iso_date;
 use crate::domain::course::state::GoalStatus;
@@ -292,6 +293,9 @@ pub struct CourseView {
     pub agreements: Vec<Agreement>,
     /// Correctable events, in stream order.
     pub observations: ObsList,
+    /// What status, compliance and frequency need of the observations; derived, never stored.
+    #[serde(skip)]
+    pub digest: Digest,
 }
 
 impl CourseView {
@@ -332,14 +336,16 @@ impl CourseView {
         self.position = rec.position;
         let at = meta.occurred_at;
         if let Some(obs) = Obs::of(event) {
-            self.observations.push(Observation {
+            let o = Observation {
                 event_id: meta.event_id,
                 position: rec.position,
                 occurred_at: at,
                 actor: meta.actor,
                 status: ObsStatus::Standing,
                 obs,
-            });
+            };
+            self.digest.add(&o, self.young_person);
+            self.observations.push(o);
             return;
         }
         match event {
@@ -354,6 +360,8 @@ impl CourseView {
                 self.phase_since = Some(at);
                 self.assign(e.young_person, Role::YoungPerson, None, at);
                 self.assign(e.referring_caseworker, Role::Caseworker, None, at);
+                // What counts as contact depends on who the young person is.
+                self.digest = Digest::of(self.observations.iter(), self.young_person);
             }
             CourseEvent::PhaseChanged(e) => {
                 self.phase = Some(e.phase);
@@ -467,27 +475,35 @@ impl CourseView {
                 }
             }
             CourseEvent::EventCorrected(e) => {
-                let replacement = Obs::of(&e.replacement);
-                if let Some(o) = self.observation_mut(e.target_event_id)
-                    && o.standing()
-                    && let Some(obs) = replacement
-                {
-                    o.obs = obs;
-                    o.status = ObsStatus::Corrected { by: meta.event_id };
+                if let Some(obs) = Obs::of(&e.replacement) {
+                    self.change_observation(e.target_event_id, |o| {
+                        if o.standing() {
+                            o.obs = obs;
+                            o.status = ObsStatus::Corrected { by: meta.event_id };
+                        }
+                    });
                 }
             }
             CourseEvent::EventRetracted(e) => {
-                if let Some(o) = self.observation_mut(e.target_event_id) {
-                    o.status = ObsStatus::Retracted { by: meta.event_id };
-                }
+                self.change_observation(e.target_event_id, |o| o.status = ObsStatus::Retracted { by: meta.event_id });
             }
             // Nothing else to keep; observations were handled above.
             _ => {}
         }
     }
 
-    fn observation_mut(&mut self, event_id: Uuid) -> Option<&mut Observation> {
-        self.observations.rfind_mut(|o| o.event_id == event_id)
+    /// Changes an observation in place (a correction or retraction), and the digest with it.
+    fn change_observation(&mut self, event_id: Uuid, change: impl FnOnce(&mut Observation)) {
+        let Some(o) = self.observations.rfind_mut(|o| o.event_id == event_id) else { return };
+        let before = o.clone();
+        change(o);
+        if *o == before {
+            return;
+        }
+        let after = o.clone();
+        if self.digest.replace(&before, &after, self.young_person) {
+            self.digest.rescan_latest(self.observations.iter(), self.young_person);
+        }
     }
 
     fn assign(&mut self, account_id: AccountId, role: Role, company_id: Option<CompanyId>, at: OffsetDateTime) {

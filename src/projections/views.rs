@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::course::*;
 use super::cph;
+use super::digest::Tally;
 use super::obs_list::CHUNK_OBS;
 use crate::domain::common::{add_months, iso_date};
 use crate::domain::course::state::GoalStatus;
@@ -42,7 +43,7 @@ pub const AGREEMENT_WARNING_DAYS: i64 = 14;
 // ---------------------------------------------------------------------------------------------
 // contact with the young person
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InteractionKind {
     Contact,
@@ -52,7 +53,7 @@ pub enum InteractionKind {
 }
 
 impl InteractionKind {
-    fn of(o: &Obs) -> Option<Self> {
+    pub(super) fn of(o: &Obs) -> Option<Self> {
         match o {
             Obs::Contact { .. } => Some(Self::Contact),
             Obs::CheckIn { .. } => Some(Self::CheckIn),
@@ -63,7 +64,7 @@ impl InteractionKind {
     }
 }
 
-fn channel_of(o: &Obs) -> Option<Channel> {
+pub(super) fn channel_of(o: &Obs) -> Option<Channel> {
     match o {
         Obs::Contact { channel, .. } => Some(*channel),
         Obs::CheckIn { .. } | Obs::Guidance { .. } | Obs::Meeting { .. } => Some(Channel::InPerson),
@@ -71,7 +72,7 @@ fn channel_of(o: &Obs) -> Option<Channel> {
     }
 }
 
-fn direction_of(o: &Obs) -> Option<Direction> {
+pub(super) fn direction_of(o: &Obs) -> Option<Direction> {
     match o {
         Obs::Contact { direction, .. } => Some(*direction),
         _ => None,
@@ -90,10 +91,6 @@ pub fn is_young_person_contact(o: &Observation, young_person: Option<AccountId>)
         Obs::Meeting { attendees, .. } => young_person.is_some_and(|yp| attendees.contains(&yp)),
         _ => false,
     }
-}
-
-fn yp_contacts(view: &CourseView) -> impl Iterator<Item = &Observation> {
-    view.observations.iter().filter(|o| is_young_person_contact(o, view.young_person))
 }
 
 pub fn channel_str(c: Channel) -> &'static str {
@@ -175,11 +172,11 @@ impl Compliance {
     }
 }
 
-fn days(a: Date, b: Date) -> i64 {
+pub(super) fn days(a: Date, b: Date) -> i64 {
     (b - a).whole_days()
 }
 
-fn due_state(today: Date, due: Date) -> (ComplianceState, i64) {
+pub(super) fn due_state(today: Date, due: Date) -> (ComplianceState, i64) {
     let left = days(today, due);
     if left < 0 {
         (ComplianceState::Overdue, -left)
@@ -190,7 +187,7 @@ fn due_state(today: Date, due: Date) -> (ComplianceState, i64) {
     }
 }
 
-fn role_name(r: Role) -> &'static str {
+pub(super) fn role_name(r: Role) -> &'static str {
     match r {
         Role::YouthCoordinator => "youth coordinator",
         Role::YoungPerson => "young person",
@@ -206,17 +203,17 @@ pub fn compliance(view: &CourseView, today: Date) -> Compliance {
         && let Some(end) = add_months(start, req.within_months)
     {
         let last_day = end.previous_day().unwrap_or(end);
-        let counted_dates: Vec<Date> = yp_contacts(view)
-            .filter(|o| match &o.obs {
-                Obs::Contact { individual, .. } => {
-                    o.actor.role == req.with_role && (*individual || !req.individual_only)
-                }
-                _ => false,
-            })
-            .map(|o| cph::local_date(o.occurred_at))
-            .filter(|d| (start..=last_day).contains(d))
-            .collect();
-        let counted = counted_dates.len() as u32;
+        let (mut counted, mut last_counted) = (0u32, None);
+        for (actor, t, n) in view.digest.contacts() {
+            if t.kind == InteractionKind::Contact
+                && actor.role == req.with_role
+                && (t.individual || !req.individual_only)
+                && (start..=last_day).contains(&t.date)
+            {
+                counted += n;
+                last_counted = last_counted.max(Some(t.date));
+            }
+        }
         let in_force = open && today <= last_day;
         let (state, days_overdue, next_due) = if counted >= req.count {
             (ComplianceState::Ok, 0, None)
@@ -243,7 +240,7 @@ pub fn compliance(view: &CourseView, today: Date) -> Compliance {
             required: Some(req.count),
             window_from: Some(start),
             window_to: Some(last_day),
-            last_counted: counted_dates.iter().max().copied(),
+            last_counted,
             next_due,
             state,
             days_overdue,
@@ -251,17 +248,18 @@ pub fn compliance(view: &CourseView, today: Date) -> Compliance {
         });
     }
     // The plan in force is the latest one agreed (and not retracted).
-    if let Some((plan, every_days, by)) = view.observations.iter().rev().find_map(|o| match &o.obs {
+    if let Some((plan, every_days, by)) = view.digest.notes().iter().rev().find_map(|o| match &o.obs {
         Obs::ContactPlan { every_days, by } if o.standing() => Some((o, *every_days, by)),
         _ => None,
     }) {
         let agreed_on = cph::local_date(plan.occurred_at);
-        let dates: Vec<Date> = yp_contacts(view)
-            .filter(|o| by.contains(&o.actor.account_id))
-            .map(|o| cph::local_date(o.occurred_at))
-            .filter(|d| *d >= agreed_on)
-            .collect();
-        let last = dates.iter().max().copied();
+        let (mut count, mut last) = (0u32, None);
+        for (actor, t, n) in view.digest.contacts() {
+            if t.date >= agreed_on && by.contains(&actor.account_id) {
+                count += n;
+                last = last.max(Some(t.date));
+            }
+        }
         let due = last.unwrap_or(agreed_on) + Duration::days(every_days.into());
         let (state, days_overdue) = due_state(today, due);
         rules.push(RuleCompliance {
@@ -269,10 +267,10 @@ pub fn compliance(view: &CourseView, today: Date) -> Compliance {
             description: format!(
                 "a contact every {every_days} days by one of {} agreed participants; {} since {agreed_on}",
                 by.len(),
-                dates.len()
+                count
             ),
             legal_basis: None,
-            counted: dates.len() as u32,
+            counted: count,
             required: None,
             window_from: Some(agreed_on),
             window_to: None,
@@ -309,25 +307,25 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    fn add(&mut self, o: &Observation, kind: InteractionKind) {
-        self.total += 1;
-        if matches!(o.obs, Obs::Contact { outreach: true, .. }) {
-            self.outreach += 1;
+    fn add(&mut self, role: Role, t: &Tally, n: u32) {
+        self.total += n;
+        if t.outreach {
+            self.outreach += n;
         }
-        *self.by_role.entry(o.actor.role.as_str().to_owned()).or_default() += 1;
-        if let Some(c) = channel_of(&o.obs) {
-            *self.by_channel.entry(channel_str(c).to_owned()).or_default() += 1;
+        *self.by_role.entry(role.as_str().to_owned()).or_default() += n;
+        if let Some(c) = t.channel {
+            *self.by_channel.entry(channel_str(c).to_owned()).or_default() += n;
         }
-        if let Some(d) = direction_of(&o.obs) {
-            *self.by_direction.entry(direction_str(d).to_owned()).or_default() += 1;
+        if let Some(d) = t.direction {
+            *self.by_direction.entry(direction_str(d).to_owned()).or_default() += n;
         }
-        let k = match kind {
+        let k = match t.kind {
             InteractionKind::Contact => "contact",
             InteractionKind::CheckIn => "check_in",
             InteractionKind::Guidance => "guidance",
             InteractionKind::Meeting => "meeting",
         };
-        *self.by_kind.entry(k.to_owned()).or_default() += 1;
+        *self.by_kind.entry(k.to_owned()).or_default() += n;
     }
 }
 
@@ -364,17 +362,20 @@ pub fn contact_frequency(view: &CourseView, now: OffsetDateTime) -> ContactFrequ
     let today = cph::local_date(now);
     let mut weeks: BTreeMap<String, Bucket> = BTreeMap::new();
     let mut months: BTreeMap<String, Bucket> = BTreeMap::new();
-    let mut dates = Vec::new();
-    for o in yp_contacts(view) {
-        let Some(kind) = InteractionKind::of(&o.obs) else { continue };
-        let d = cph::local_date(o.occurred_at);
-        dates.push(d);
+    // Contact days, in order (the tallies are sorted by date), and how many contacts.
+    let mut dates: Vec<Date> = Vec::new();
+    let mut total = 0u32;
+    for (actor, t, n) in view.digest.contacts() {
+        let d = t.date;
+        total += n;
+        if dates.last() != Some(&d) {
+            dates.push(d);
+        }
         let wk = cph::week_key(d);
-        weeks.entry(wk.clone()).or_insert_with(|| Bucket { key: wk, ..Bucket::default() }).add(o, kind);
+        weeks.entry(wk.clone()).or_insert_with(|| Bucket { key: wk, ..Bucket::default() }).add(actor.role, t, n);
         let mk = cph::month_key(d);
-        months.entry(mk.clone()).or_insert_with(|| Bucket { key: mk, ..Bucket::default() }).add(o, kind);
+        months.entry(mk.clone()).or_insert_with(|| Bucket { key: mk, ..Bucket::default() }).add(actor.role, t, n);
     }
-    dates.sort_unstable();
     let last = dates.last().copied();
     // Gaps between consecutive contact days, starting from the course's start date.
     let mut longest: Option<Gap> = None;
@@ -400,7 +401,7 @@ pub fn contact_frequency(view: &CourseView, now: OffsetDateTime) -> ContactFrequ
     ContactFrequency {
         course_id: view.course_id,
         today,
-        total: dates.len() as u32,
+        total,
         per_week: weeks.into_values().collect(),
         per_month: months.into_values().collect(),
         last_contact: last,
@@ -552,7 +553,8 @@ pub struct CourseStatus {
 
 fn goal_node(view: &CourseView, g: &Goal, depth: u8) -> GoalNode {
     let progress = view
-        .observations
+        .digest
+        .notes()
         .iter()
         .filter(|o| o.standing() && matches!(&o.obs, Obs::GoalProgress { goal_id, .. } if *goal_id == g.goal_id));
     let mut percent = None;
@@ -622,7 +624,8 @@ pub fn course_status(view: &CourseView, now: OffsetDateTime) -> CourseStatus {
         .filter(|a| matches!(a.state, ActionState::Open | ActionState::Overdue))
         .collect();
     let support_needs = view
-        .observations
+        .digest
+        .notes()
         .iter()
         .filter(|o| o.standing())
         .filter_map(|o| match &o.obs {
@@ -636,14 +639,12 @@ pub fn course_status(view: &CourseView, now: OffsetDateTime) -> CourseStatus {
             _ => None,
         })
         .collect();
-    let last_contact = yp_contacts(view).max_by_key(|o| (o.occurred_at, o.position)).and_then(|o| {
-        Some(LastContact {
-            event_id: o.event_id,
-            kind: InteractionKind::of(&o.obs)?,
-            by: o.actor,
-            at: o.occurred_at,
-            local_date: cph::local_date(o.occurred_at),
-        })
+    let last_contact = view.digest.latest().map(|l| LastContact {
+        event_id: l.event_id,
+        kind: l.kind,
+        by: l.actor,
+        at: l.at,
+        local_date: cph::local_date(l.at),
     });
     CourseStatus {
         course_id: view.course_id,
