@@ -196,6 +196,16 @@ trait StreamKind {
     fn decide(state: &Self::State, cmd: &Self::Command, ctx: &CommandContext) -> Result<Vec<Self::Event>, DomainError>;
     /// (event type, schema version, data).
     fn encode(event: &Self::Event) -> (&'static str, u16, Vec<u8>);
+    /// Looks up in the log what the state does not keep but the command needs (a course keeps
+    /// only its newest events for corrections; see `KnownEvents`).
+    fn recall(
+        _log: &EventLog,
+        _stream: &StreamId,
+        _state: &mut Self::State,
+        _cmd: &Self::Command,
+    ) -> Result<(), AppError> {
+        Ok(())
+    }
 }
 
 struct Courses;
@@ -221,6 +231,36 @@ impl StreamKind for Courses {
     fn encode(event: &CourseEvent) -> (&'static str, u16, Vec<u8>) {
         (event.event_type(), event.schema_version(), event.to_data())
     }
+    fn recall(log: &EventLog, stream: &StreamId, state: &mut CourseState, cmd: &CourseCommand) -> Result<(), AppError> {
+        recall_course_target(log, stream, state, cmd)
+    }
+}
+
+/// Before a correction or retraction: an older target the course's state no longer keeps is read
+/// from the log by its id and remembered (see `KnownEvents`). Only an event of this course, at or
+/// before the state's version; anything else stays unknown, and `decide` answers that.
+pub fn recall_course_target(
+    log: &EventLog,
+    stream: &StreamId,
+    state: &mut CourseState,
+    cmd: &CourseCommand,
+) -> Result<(), AppError> {
+    let target = match cmd {
+        CourseCommand::CorrectEvent(e) => e.target_event_id,
+        CourseCommand::RetractEvent(e) => e.target_event_id,
+        _ => return Ok(()),
+    };
+    if state.events.get(target).is_some() {
+        return Ok(());
+    }
+    if let Some(env) = log.read_event(target).map_err(|e| AppError::Damaged(e.to_string()))?
+        && &env.stream == stream
+        && env.stream_version <= state.version
+    {
+        let meta = meta_of(&env)?;
+        state.events.remember(target, &env.event_type, meta.actor.account_id);
+    }
+    Ok(())
 }
 
 impl StreamKind for Companies {
@@ -310,6 +350,7 @@ impl Vivirk {
             return Err(AppError::PreconditionFailed { current: slot.version });
         }
         let ctx = self.context(p, &opts);
+        K::recall(&self.log, &stream, &mut slot.state, cmd)?;
         let events = K::decide(&slot.state, cmd, &ctx)?;
         let new_events = events
             .iter()

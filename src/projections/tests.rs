@@ -60,6 +60,9 @@ impl Fixture {
         let now = at.max(self.clock.now());
         self.clock.set(now);
         let ctx = CommandContext { now, actor, occurred_at: at };
+        let stream = StreamId::for_entity("course", self.course.0);
+        // As the application does: an older correction target is looked up in the log.
+        crate::app::recall_course_target(&self.log, &stream, &mut self.state, &cmd).map_err(|e| e.to_string())?;
         let events = decide(&self.state, &cmd, &ctx).map_err(|e| e.code().to_owned())?;
         let mut new = Vec::new();
         for e in &events {
@@ -83,7 +86,6 @@ impl Fixture {
                 data: e.to_data(),
             });
         }
-        let stream = StreamId::for_entity("course", self.course.0);
         let r = self.log.append_blocking(&stream, ExpectedVersion::Any, new).map_err(|e| e.to_string())?;
         Ok(r.last_position)
     }

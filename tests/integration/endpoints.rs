@@ -350,3 +350,57 @@ fn hostile_input_gets_a_clear_4xx_and_appends_nothing() {
     assert_eq!(app.head(), head, "hostile input appended something");
     assert_eq!(checked, posts.len() * cases.len());
 }
+
+/// A course's decision state keeps only its newest events for corrections (`KnownEvents`); an
+/// older target is looked up in the log by its id. Corrections and retractions of events far
+/// back work, their rules still hold (retracted once, own or coordinating), and an event of
+/// another course is still not this course's to change.
+#[test]
+fn events_older_than_the_decision_window_can_be_corrected_and_retracted() {
+    let w = world();
+    let app = &w.app;
+    let cw = &w.caseworker.1;
+    let c = &w.course;
+    let p = |s: &str| format!("/v1/courses/{c}{s}");
+    let check_in = json!({"placement_id": w.placement, "attendance": "present", "wellbeing": 4, "tasks_done": [], "concerns": null, "next_step": null});
+    let old_check_in = created(&app.post(&w.mentor.1, &p("/check-ins"), &check_in), "check-in");
+    let contact = json!({"with": [w.young.0], "channel": "phone", "direction": "to_young_person", "outreach": false, "individual": true, "duration_minutes": 15, "summary": "call"});
+    let old_contact = created(&app.post(cw, &p("/contacts"), &contact), "contact");
+    for _ in 0..40 {
+        created(&app.post(&w.mentor.1, &p("/check-ins"), &check_in), "a later check-in");
+    }
+    // Another course, with a contact of its own.
+    let (other_yp, _) = app.account(&w.admin, "young.two", "young_person");
+    let r = app.post(
+        cw,
+        "/v1/courses",
+        &json!({"young_person": other_yp, "programme": "ressourceforloeb", "referring_caseworker": w.caseworker.0,
+                "municipality": "Aarhus Kommune", "start_date": "2025-09-01"}),
+    );
+    let other = created(&r, "second course");
+    let mut other_contact = contact.clone();
+    other_contact["with"] = json!([other_yp]);
+    let foreign = created(&app.post(cw, &format!("/v1/courses/{other}/contacts"), &other_contact), "other contact");
+
+    let mut corrected = check_in.clone();
+    corrected["wellbeing"] = json!(2);
+    let correction = |target: &str| json!({"target_event_id": target, "reason": "typo", "replacement": {"event_type": "CheckInLogged", "schema_version": 1, "data": corrected}});
+    let head = app.head();
+    refused(&app.post(&w.young.1, &p("/corrections"), &correction(&old_check_in)), 403, "forbidden", "not theirs");
+    assert_eq!(app.head(), head, "a refused correction appends nothing");
+    created(&app.post(&w.mentor.1, &p("/corrections"), &correction(&old_check_in)), "correct an old check-in");
+    let retraction = |target: &str| json!({"target_event_id": target, "reason": "wrong course"});
+    created(&app.post(cw, &p("/retractions"), &retraction(&old_contact)), "retract an old contact");
+    refused(&app.post(cw, &p("/retractions"), &retraction(&old_contact)), 409, "event_retracted", "retract twice");
+    refused(&app.post(cw, &p("/retractions"), &retraction(&foreign)), 422, "unknown_event", "another course's event");
+    let stranger = uuid::Uuid::new_v4().to_string();
+    refused(&app.post(cw, &p("/retractions"), &retraction(&stranger)), 422, "unknown_event", "no such event");
+
+    // The history shows both.
+    let r = app.get(cw, &p("/contacts?limit=100"));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let items = r.body["items"].as_array().expect("items");
+    assert!(items.iter().all(|i| i["event_id"] != json!(old_contact)), "the retracted contact is gone");
+    let ci = items.iter().find(|i| i["event_id"] == json!(old_check_in)).expect("the corrected check-in");
+    assert_eq!((ci["wellbeing"].clone(), ci["corrected"].clone()), (json!(2), json!(true)));
+}

@@ -104,47 +104,77 @@ pub struct KnownEvent {
     pub status: EventStatus,
 }
 
-/// What the course remembers of each of its events, for corrections and retractions: one slot
-/// of 24 bytes per event, in stream order, the type as its index in [`CourseEvent::TYPES`] and
-/// the actor as an index into the course's few distinct actors. It is kept for every event of
-/// every cached course, so size matters more than lookup speed: a lookup scans from the newest
-/// end (corrections are rare, and usually follow their target closely). A map from event id
-/// cost about 100 bytes per event.
+/// What the course remembers of its events, for corrections and retractions: its newest
+/// [`KnownEvents::WINDOW`] events (one slot of 24 bytes each: the id, the type as its index in
+/// [`CourseEvent::TYPES`], the actor as an index into the course's few distinct actors), the
+/// status of every event ever corrected or retracted (few), and older events the application
+/// looked up in the log for a decision ([`KnownEvents::remember`]).
+///
+/// Why a window: a slot per event of every cached course was, after the log index, the largest
+/// part of a running server's memory that grew with the record (24 bytes per event, ~32 with a
+/// vector's spare room: 50 MB at a million events). Corrections usually follow their target
+/// closely; one of an older event costs the application one read of the log by event id.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct KnownEvents {
-    slots: Vec<KnownSlot>,
+    /// The newest events, oldest first; at most `WINDOW`.
+    recent: std::collections::VecDeque<KnownSlot>,
     actors: Vec<AccountId>,
+    /// Every event corrected or retracted, with its latest status.
+    changed: Vec<(Uuid, EventStatus)>,
+    /// Older events looked up for a decision; at most `WINDOW`, oldest dropped first.
+    remembered: std::collections::VecDeque<KnownSlot>,
+    /// Events pushed in all.
+    count: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct KnownSlot {
     id: Uuid,
     actor: u32,
-    event_type: u8,
-    status: EventStatus,
+    event_type: u32,
 }
 
 impl KnownEvents {
-    pub fn len(&self) -> usize {
-        self.slots.len()
+    /// How many of the newest events are kept.
+    pub const WINDOW: usize = 32;
+
+    /// Events pushed in all (not only those kept).
+    pub fn len(&self) -> u64 {
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.count == 0
     }
 
+    /// What is known of event `id`: `None` if it is not one of the newest [`Self::WINDOW`] nor
+    /// remembered, which for an older event of the course means "look it up and
+    /// [`Self::remember`] it".
     pub fn get(&self, id: Uuid) -> Option<KnownEvent> {
-        let slot = self.slots.iter().rev().find(|s| s.id == id)?;
+        let slot = self.recent.iter().rev().chain(self.remembered.iter().rev()).find(|s| s.id == id)?;
         Some(KnownEvent {
-            // Both indexes were made by `push`; an index out of range would be a bug, and reads
+            // Both indexes were made by `slot`; an index out of range would be a bug, and reads
             // as a type no correction accepts rather than a panic.
-            event_type: CourseEvent::TYPES.get(usize::from(slot.event_type)).map_or("", |(t, _)| *t),
+            event_type: CourseEvent::TYPES.get(slot.event_type as usize).map_or("", |(t, _)| *t),
             actor: self.actors.get(slot.actor as usize).copied().unwrap_or(AccountId(Uuid::nil())),
-            status: slot.status,
+            status: self.changed.iter().rev().find(|(c, _)| *c == id).map_or(EventStatus::Standing, |(_, s)| *s),
         })
     }
 
-    fn push(&mut self, id: Uuid, event_type: &'static str, actor: AccountId) {
+    /// An older event of this course, as the log holds it (its type and actor), so a decision
+    /// about it can be made. Not for events of other courses: the caller checks the stream.
+    pub fn remember(&mut self, id: Uuid, event_type: &str, actor: AccountId) {
+        if self.get(id).is_some() {
+            return;
+        }
+        let slot = self.slot(id, event_type, actor);
+        if self.remembered.len() == Self::WINDOW {
+            self.remembered.pop_front();
+        }
+        self.remembered.push_back(slot);
+    }
+
+    fn slot(&mut self, id: Uuid, event_type: &str, actor: AccountId) -> KnownSlot {
         let event_type = CourseEvent::TYPES.iter().position(|(t, _)| *t == event_type).unwrap_or(usize::MAX);
         let actor = match self.actors.iter().rposition(|a| *a == actor) {
             Some(i) => i,
@@ -153,17 +183,26 @@ impl KnownEvents {
                 self.actors.len() - 1
             }
         };
-        self.slots.push(KnownSlot {
+        KnownSlot {
             id,
             actor: u32::try_from(actor).unwrap_or(u32::MAX),
-            event_type: u8::try_from(event_type).unwrap_or(u8::MAX),
-            status: EventStatus::Standing,
-        });
+            event_type: u32::try_from(event_type).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn push(&mut self, id: Uuid, event_type: &'static str, actor: AccountId) {
+        let slot = self.slot(id, event_type, actor);
+        if self.recent.len() == Self::WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(slot);
+        self.count += 1;
     }
 
     fn set_status(&mut self, id: Uuid, status: EventStatus) {
-        if let Some(slot) = self.slots.iter_mut().rev().find(|s| s.id == id) {
-            slot.status = status;
+        match self.changed.iter_mut().rev().find(|(c, _)| *c == id) {
+            Some(c) => c.1 = status,
+            None => self.changed.push((id, status)),
         }
     }
 }
@@ -355,25 +394,42 @@ mod known_events_tests {
     use super::*;
 
     #[test]
-    fn an_event_is_remembered_in_24_bytes_and_found_by_id() {
+    fn the_newest_events_are_remembered_in_24_bytes_and_older_ones_once_looked_up() {
         assert_eq!(std::mem::size_of::<KnownSlot>(), 24);
         let mut known = KnownEvents::default();
         let (a, b) = (AccountId(Uuid::from_u128(1)), AccountId(Uuid::from_u128(2)));
+        let event_type = |i: u128| if i.is_multiple_of(2) { "CheckInLogged" } else { "ContactLogged" };
         for i in 0..100u128 {
-            let event_type = if i % 2 == 0 { "CheckInLogged" } else { "ContactLogged" };
-            known.push(Uuid::from_u128(1000 + i), event_type, if i % 3 == 0 { a } else { b });
+            known.push(Uuid::from_u128(1000 + i), event_type(i), if i % 3 == 0 { a } else { b });
         }
         assert_eq!(known.actors.len(), 2, "actors are kept once");
+        assert_eq!(known.recent.len(), KnownEvents::WINDOW);
+        assert_eq!(known.len(), 100);
+        // In the window.
+        known.set_status(Uuid::from_u128(1099), EventStatus::Corrected);
+        assert_eq!(
+            known.get(Uuid::from_u128(1099)),
+            Some(KnownEvent { event_type: "ContactLogged", actor: a, status: EventStatus::Corrected })
+        );
+        assert_eq!(
+            known.get(Uuid::from_u128(1098)),
+            Some(KnownEvent { event_type: "CheckInLogged", actor: b, status: EventStatus::Standing })
+        );
+        // Older: unknown until remembered, and its status was kept all along.
         known.set_status(Uuid::from_u128(1004), EventStatus::Retracted);
+        assert_eq!(known.get(Uuid::from_u128(1004)), None);
+        known.remember(Uuid::from_u128(1004), "CheckInLogged", b);
         assert_eq!(
             known.get(Uuid::from_u128(1004)),
             Some(KnownEvent { event_type: "CheckInLogged", actor: b, status: EventStatus::Retracted })
         );
-        assert_eq!(
-            known.get(Uuid::from_u128(1003)),
-            Some(KnownEvent { event_type: "ContactLogged", actor: a, status: EventStatus::Standing })
-        );
         assert_eq!(known.get(Uuid::from_u128(5)), None);
-        assert_eq!(known.len(), 100);
+        // What is remembered stays bounded too.
+        for i in 0..100u128 {
+            known.remember(Uuid::from_u128(i), "ContactLogged", a);
+        }
+        assert_eq!(known.remembered.len(), KnownEvents::WINDOW);
+        assert!(known.get(Uuid::from_u128(99)).is_some());
+        assert_eq!(known.get(Uuid::from_u128(0)), None);
     }
 }
