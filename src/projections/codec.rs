@@ -46,7 +46,6 @@ use time::{Date, OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use super::course::*;
-use super::digest::Digest;
 use super::obs_list::ObsList;
 use crate::domain::course::state::GoalStatus;
 use crate::domain::course::{
@@ -86,7 +85,6 @@ fn decode_head_any(bytes: &[u8]) -> Option<(CourseView, Vec<u32>)> {
     unframe(bytes, |d| {
         let mut view = get_head(d)?;
         view.observations = ObsList::from(Vec::<Observation>::get(d)?);
-        view.digest = Digest::of(view.observations.iter(), view.young_person);
         Some((view, Bin::get(d)?))
     })
 }
@@ -531,7 +529,7 @@ fn get_head(d: &mut Dec<'_>) -> Option<CourseView> {
         active_placement: Bin::get(d)?,
         agreements: Bin::get(d)?,
         observations: ObsList::new(),
-        digest: Digest::default(),
+        digest: DigestCell::default(),
     })
 }
 

@@ -293,9 +293,32 @@ pub struct CourseView {
     pub agreements: Vec<Agreement>,
     /// Correctable events, in stream order.
     pub observations: ObsList,
-    /// What status, compliance and frequency need of the observations; derived, never stored.
+    /// What status, compliance and frequency need of the observations ([`CourseView::digest`]).
     #[serde(skip)]
-    pub digest: Digest,
+    pub digest: DigestCell,
+}
+
+/// A view's [`Digest`], made from its observations on first use and kept up to date from then
+/// on. Not made when a store loads: that would cost every course's chunks a decode at start
+/// (a fifth of a second on a million events) and memory for courses nobody reads. Derived from
+/// the observations, so it takes no part in comparing views (compare [`CourseView::digest`]).
+#[derive(Debug, Clone, Default)]
+pub struct DigestCell(std::sync::OnceLock<Digest>);
+
+impl PartialEq for DigestCell {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DigestCell {}
+
+impl DigestCell {
+    /// The digest if it was made (tests: was it kept up to date, or made just now?).
+    #[cfg(test)]
+    pub fn made(&self) -> Option<&Digest> {
+        self.0.get()
+    }
 }
 
 impl CourseView {
@@ -310,6 +333,11 @@ impl CourseView {
             view.apply(rec, event);
         }
         view
+    }
+
+    /// The digest of the observations, made on first use.
+    pub fn digest(&self) -> &Digest {
+        self.digest.0.get_or_init(|| Digest::of(self.observations.iter(), self.young_person))
     }
 
     pub fn is_open(&self) -> bool {
@@ -344,7 +372,9 @@ impl CourseView {
                 status: ObsStatus::Standing,
                 obs,
             };
-            self.digest.add(&o, self.young_person);
+            if let Some(d) = self.digest.0.get_mut() {
+                d.add(&o, self.young_person);
+            }
             self.observations.push(o);
             return;
         }
@@ -361,7 +391,7 @@ impl CourseView {
                 self.assign(e.young_person, Role::YoungPerson, None, at);
                 self.assign(e.referring_caseworker, Role::Caseworker, None, at);
                 // What counts as contact depends on who the young person is.
-                self.digest = Digest::of(self.observations.iter(), self.young_person);
+                self.digest = DigestCell::default();
             }
             CourseEvent::PhaseChanged(e) => {
                 self.phase = Some(e.phase);
@@ -501,8 +531,10 @@ impl CourseView {
             return;
         }
         let after = o.clone();
-        if self.digest.replace(&before, &after, self.young_person) {
-            self.digest.rescan_latest(self.observations.iter(), self.young_person);
+        if let Some(d) = self.digest.0.get_mut()
+            && d.replace(&before, &after, self.young_person)
+        {
+            d.rescan_latest(self.observations.iter(), self.young_person);
         }
     }
 

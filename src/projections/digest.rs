@@ -18,9 +18,9 @@
 //! - **Notes**: the few observations status and compliance list one by one (goal progress,
 //!   support needs, contact plans), as copies, in stream order.
 //!
-//! The digest is derived from the observations and never stored: a loaded view computes it while
-//! its chunks are checked (per chunk, in parallel, then [`Digest::extend`]). `PartialEq` compares
-//! what it says, not how it is laid out, so a digest kept up to date equals one built afresh.
+//! The digest is derived from the observations and never stored: a view makes it on first use
+//! (`CourseView::digest`) and keeps it up to date from then on. `PartialEq` compares what it
+//! says, not how it is laid out, so a digest kept up to date equals one built afresh.
 
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
@@ -114,20 +114,6 @@ impl Digest {
                 self.offer_latest(l);
             }
         }
-    }
-
-    /// Appends a digest of the observations that follow this one's (a loaded course's chunks,
-    /// digested one by one, then its tail).
-    pub fn extend(&mut self, other: Digest) {
-        for (t, n) in other.tallies {
-            let actor = other.actors[usize::from(t.actor)];
-            let actor = self.actor_no(actor);
-            self.add_tally(Tally { actor, ..t }, n);
-        }
-        if let Some(l) = other.latest {
-            self.offer_latest(l);
-        }
-        self.notes.extend(other.notes);
     }
 
     /// Standing contacts with the young person: actor, tally and how many; by date.

@@ -70,7 +70,6 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use course::{CourseView, Observation, Recorded};
-use digest::Digest;
 use obs_list::ObsList;
 pub use views::{
     ActionItem, ActionState, ComplianceState, ContactFrequency, CourseStatus, Cursor, EventDetail, HistoryFilter,
@@ -538,23 +537,20 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<Loaded, String> {
             _ => return Err("malformed chunk key".into()),
         };
         // Only chunks a head names are decoded; the rest are left over from unfinished persists.
-        let Some((head, crcs)) = heads.get(&id) else { return Ok(None) };
-        let Some(&want) = crcs.get(chunk as usize) else { return Ok(None) };
+        let named = heads.get(&id).and_then(|(_, crcs)| crcs.get(chunk as usize)).copied();
+        let Some(want) = named else { return Ok(None) };
         if codec::record_crc(v) != Some(want) {
             return Err(format!("chunk {chunk} of course {} is not the one its head names", id.0));
         }
-        // Decoded here to be sure it can be, and for its digest: memory keeps it encoded until
-        // it is read.
+        // Decoded here only to be sure it can be: memory keeps it encoded until it is read.
         let obs = codec::decode_chunk(v).ok_or_else(|| format!("undecodable chunk of course {}", id.0))?;
         if obs.len() != codec::CHUNK_OBS {
             return Err(format!("chunk {chunk} of course {} is not full", id.0));
         }
-        let digest = Digest::of(&obs, head.young_person);
-        Ok(Some((id, chunk, ((v.to_vec(), obs_list::newest(&obs)), digest))))
+        Ok(Some((id, chunk, (v.to_vec(), obs_list::newest(&obs)))))
     })?;
     drop(chunks_raw);
-    type Chunk = ((Vec<u8>, obs_list::TimeKey), Digest);
-    let mut sealed: HashMap<CourseId, Vec<Chunk>> = HashMap::new();
+    let mut sealed: HashMap<CourseId, Vec<(Vec<u8>, obs_list::TimeKey)>> = HashMap::new();
     for (id, chunk, chunk_obs) in chunks.into_iter().flatten() {
         let Some((_, crcs)) = heads.get(&id) else { continue };
         let course_chunks = sealed.entry(id).or_insert_with(|| Vec::with_capacity(crcs.len()));
@@ -571,13 +567,6 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<Loaded, String> {
             return Err(format!("course {} is missing sealed chunks", id.0));
         }
         let tail = view.observations.take_tail();
-        // The head's digest is its tail's; the chunks' come first.
-        let (course_chunks, digests): (Vec<_>, Vec<_>) = course_chunks.into_iter().unzip();
-        let mut digest = Digest::default();
-        for d in digests.into_iter().chain([std::mem::take(&mut view.digest)]) {
-            digest.extend(d);
-        }
-        view.digest = digest;
         view.observations = ObsList::from_parts(course_chunks, tail);
         courses.insert(id, Arc::new(view));
         if !crcs.is_empty() {

@@ -204,7 +204,7 @@ pub fn compliance(view: &CourseView, today: Date) -> Compliance {
     {
         let last_day = end.previous_day().unwrap_or(end);
         let (mut counted, mut last_counted) = (0u32, None);
-        for (actor, t, n) in view.digest.contacts() {
+        for (actor, t, n) in view.digest().contacts() {
             if t.kind == InteractionKind::Contact
                 && actor.role == req.with_role
                 && (t.individual || !req.individual_only)
@@ -248,13 +248,13 @@ pub fn compliance(view: &CourseView, today: Date) -> Compliance {
         });
     }
     // The plan in force is the latest one agreed (and not retracted).
-    if let Some((plan, every_days, by)) = view.digest.notes().iter().rev().find_map(|o| match &o.obs {
+    if let Some((plan, every_days, by)) = view.digest().notes().iter().rev().find_map(|o| match &o.obs {
         Obs::ContactPlan { every_days, by } if o.standing() => Some((o, *every_days, by)),
         _ => None,
     }) {
         let agreed_on = cph::local_date(plan.occurred_at);
         let (mut count, mut last) = (0u32, None);
-        for (actor, t, n) in view.digest.contacts() {
+        for (actor, t, n) in view.digest().contacts() {
             if t.date >= agreed_on && by.contains(&actor.account_id) {
                 count += n;
                 last = last.max(Some(t.date));
@@ -365,7 +365,7 @@ pub fn contact_frequency(view: &CourseView, now: OffsetDateTime) -> ContactFrequ
     // Contact days, in order (the tallies are sorted by date), and how many contacts.
     let mut dates: Vec<Date> = Vec::new();
     let mut total = 0u32;
-    for (actor, t, n) in view.digest.contacts() {
+    for (actor, t, n) in view.digest().contacts() {
         let d = t.date;
         total += n;
         if dates.last() != Some(&d) {
@@ -553,7 +553,7 @@ pub struct CourseStatus {
 
 fn goal_node(view: &CourseView, g: &Goal, depth: u8) -> GoalNode {
     let progress = view
-        .digest
+        .digest()
         .notes()
         .iter()
         .filter(|o| o.standing() && matches!(&o.obs, Obs::GoalProgress { goal_id, .. } if *goal_id == g.goal_id));
@@ -624,7 +624,7 @@ pub fn course_status(view: &CourseView, now: OffsetDateTime) -> CourseStatus {
         .filter(|a| matches!(a.state, ActionState::Open | ActionState::Overdue))
         .collect();
     let support_needs = view
-        .digest
+        .digest()
         .notes()
         .iter()
         .filter(|o| o.standing())
@@ -639,7 +639,7 @@ pub fn course_status(view: &CourseView, now: OffsetDateTime) -> CourseStatus {
             _ => None,
         })
         .collect();
-    let last_contact = view.digest.latest().map(|l| LastContact {
+    let last_contact = view.digest().latest().map(|l| LastContact {
         event_id: l.event_id,
         kind: l.kind,
         by: l.actor,
