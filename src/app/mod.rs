@@ -290,7 +290,7 @@ impl StreamKind for Companies {
 }
 
 /// How many courses' decision states are kept by default. A state is small (the course's
-/// participants, goals, actions, placements and agreements, and 40–60 bytes per event for
+/// participants, goals, actions, placements and agreements, and its newest 32 events for
 /// corrections), so this holds every course of a large municipality; a write to a course that
 /// is not kept first reads all of its events from the log, which at 10,000 courses written at
 /// random was what bounded the write rate (README, "What changed the numbers").

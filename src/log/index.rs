@@ -293,6 +293,11 @@ impl Index {
             }
             s.hash = Hash(v[8..40].try_into().map_err(|_| IndexError::Malformed("head"))?);
         }
+        // Loading read every chunk through sled, which keeps the pages it read for as long as the
+        // handle lives (its cache bound does not apply to them): a store reopened holds none.
+        drop((tree, db));
+        let db = crate::open_sled(path, Some(1000))?;
+        let tree = db.open_tree("index")?;
         Ok(Index { db, tree, mem: RwLock::new(mem), persisting: std::sync::Mutex::new(()) })
     }
 

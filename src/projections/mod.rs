@@ -624,6 +624,14 @@ impl Projections {
                 (0, HashMap::new(), HashMap::new())
             }
         };
+        // Loading read every record through sled, which keeps the pages it read for as long as
+        // the handle lives (its cache bound does not apply to them): a store reopened holds none.
+        let (db, tree) = if checkpoint > 0 {
+            drop((tree, db));
+            open_store(&config.dir)?
+        } else {
+            (db, tree)
+        };
         if checkpoint == 0 {
             // Mark the format now, so an empty store is recognisably ours (a store with a format
             // and no checkpoint does not load, and is rebuilt).
