@@ -525,6 +525,11 @@ impl CourseView {
     /// Changes an observation in place (a correction or retraction), and the digest with it.
     fn change_observation(&mut self, event_id: Uuid, change: impl FnOnce(&mut Observation)) {
         let Some(o) = self.observations.rfind_mut(|o| o.event_id == event_id) else { return };
+        if self.digest.0.get().is_none() {
+            // No digest to keep: it will be made from the observations as they are.
+            change(o);
+            return;
+        }
         let before = o.clone();
         change(o);
         if *o == before {

@@ -43,6 +43,25 @@ pub struct Tally {
     pub individual: bool,
 }
 
+impl Tally {
+    /// One standing contact with the young person as a tally of its own (actor number 0);
+    /// `None` for anything else.
+    pub(super) fn of(o: &Observation, young_person: Option<AccountId>) -> Option<Tally> {
+        if !is_young_person_contact(o, young_person) {
+            return None;
+        }
+        Some(Tally {
+            date: cph::local_date(o.occurred_at),
+            actor: 0,
+            kind: InteractionKind::of(&o.obs)?,
+            channel: channel_of(&o.obs),
+            direction: direction_of(&o.obs),
+            outreach: matches!(o.obs, Obs::Contact { outreach: true, .. }),
+            individual: matches!(o.obs, Obs::Contact { individual: true, .. }),
+        })
+    }
+}
+
 /// The latest contact with the young person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Latest {
@@ -131,19 +150,8 @@ impl Digest {
     }
 
     fn count(&mut self, o: &Observation, young_person: Option<AccountId>, add: bool) {
-        if !is_young_person_contact(o, young_person) {
-            return;
-        }
-        let Some(kind) = InteractionKind::of(&o.obs) else { return };
-        let tally = Tally {
-            date: cph::local_date(o.occurred_at),
-            actor: self.actor_no(o.actor),
-            kind,
-            channel: channel_of(&o.obs),
-            direction: direction_of(&o.obs),
-            outreach: matches!(o.obs, Obs::Contact { outreach: true, .. }),
-            individual: matches!(o.obs, Obs::Contact { individual: true, .. }),
-        };
+        let Some(t) = Tally::of(o, young_person) else { return };
+        let tally = Tally { actor: self.actor_no(o.actor), ..t };
         if add {
             self.add_tally(tally, 1);
             if let Some(l) = latest_of(o, young_person) {
@@ -169,8 +177,9 @@ impl Digest {
         match self.actors.iter().position(|a| *a == actor) {
             Some(i) => i as u16,
             None => {
-                // A course has a handful of actors; 65,536 would be a course of strangers. Past
-                // that, later actors share the last slot rather than wrapping onto another's.
+                // Only a course's participants act on it, a handful over years. Past 65,535 the
+                // later ones would be counted under the last slot's actor (wrongly, but without
+                // a panic or a wrap onto an early one).
                 if self.actors.len() < usize::from(u16::MAX) {
                     self.actors.push(actor);
                 }

@@ -307,7 +307,7 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    fn add(&mut self, role: Role, t: &Tally, n: u32) {
+    pub(super) fn add(&mut self, role: Role, t: &Tally, n: u32) {
         self.total += n;
         if t.outreach {
             self.outreach += n;
