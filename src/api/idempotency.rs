@@ -2,17 +2,20 @@
 //! response with the same status; the same key with another body is a 422; a retry that
 //! arrives while the first is still running is a 409.
 //!
-//! Responses are kept per account and key for 24 hours in sled. This is convenience, not the
-//! guarantee: the client event id in the body is what makes a retried write append nothing even
-//! if this store were lost.
+//! Responses are kept per account and key for 24 hours, in hourly append-only files
+//! ([`super::idempotency_files`]; a cleaner deletes each hour's file once it has expired). This
+//! is convenience, not the guarantee: the client event id in the body is what makes a retried
+//! write append nothing even if this store were lost.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Mutex;
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use sha2::{Digest, Sha256};
 
+use super::idempotency_files::{IDEMPOTENCY_DIR, IdempotencyFiles, Record};
 use super::problem::ApiError;
 use crate::clock::SharedClock;
 use crate::domain::AccountId;
@@ -20,40 +23,9 @@ use crate::domain::AccountId;
 pub const RETENTION_SECS: i64 = 24 * 3600;
 
 pub struct IdempotencyStore {
-    tree: sled::Tree,
+    files: IdempotencyFiles,
     in_flight: Mutex<HashSet<Vec<u8>>>,
     clock: SharedClock,
-}
-
-/// A stored response: `created (i64 unix secs) | fingerprint[32] | status u16 | body`.
-struct Stored {
-    created: i64,
-    fingerprint: [u8; 32],
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Stored {
-    fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(42 + self.body.len());
-        v.extend_from_slice(&self.created.to_le_bytes());
-        v.extend_from_slice(&self.fingerprint);
-        v.extend_from_slice(&self.status.to_le_bytes());
-        v.extend_from_slice(&self.body);
-        v
-    }
-
-    fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() < 42 {
-            return None;
-        }
-        Some(Stored {
-            created: i64::from_le_bytes(b[..8].try_into().ok()?),
-            fingerprint: b[8..40].try_into().ok()?,
-            status: u16::from_le_bytes(b[40..42].try_into().ok()?),
-            body: b[42..].to_vec(),
-        })
-    }
 }
 
 /// Removes itself from the in-flight set however the request ends.
@@ -69,8 +41,17 @@ impl Drop for InFlight<'_> {
 }
 
 impl IdempotencyStore {
-    pub fn new(tree: sled::Tree, clock: SharedClock) -> Self {
-        IdempotencyStore { tree, in_flight: Mutex::new(HashSet::new()), clock }
+    /// Opens `data_dir/idempotency/`. The sled store an older version kept these responses in
+    /// (`data_dir/app/`) is deleted: its records are a convenience (see the module docs).
+    pub fn open(data_dir: &Path, clock: SharedClock) -> Result<Self, String> {
+        let old = data_dir.join("app");
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| format!("{}: {e}", old.display()))?;
+            tracing::info!("idempotency: the old sled store app/ is deleted (responses are kept in idempotency/ now)");
+        }
+        let files =
+            IdempotencyFiles::open(&data_dir.join(IDEMPOTENCY_DIR), RETENTION_SECS, clock.now().unix_timestamp())?;
+        Ok(IdempotencyStore { files, in_flight: Mutex::new(HashSet::new()), clock })
     }
 
     /// Runs `f` once per (account, key); see the module docs.
@@ -99,7 +80,7 @@ impl IdempotencyStore {
         store_key.extend_from_slice(key.as_bytes());
         let now = self.clock.now().unix_timestamp();
 
-        if let Some(stored) = self.lookup(&store_key, now)? {
+        if let Some(stored) = self.files.get(&store_key, now) {
             if stored.fingerprint != fingerprint {
                 return Err(ApiError::IdempotencyMismatch);
             }
@@ -119,8 +100,8 @@ impl IdempotencyStore {
         if response.status().is_success() {
             let status = response.status().as_u16();
             let (response, body) = split_body(response).await;
-            let stored = Stored { created: now, fingerprint, status, body: body.clone() };
-            if let Err(e) = self.tree.insert(&store_key, stored.encode()) {
+            let stored = Record { created: now, key: store_key, fingerprint, status, body: body.clone() };
+            if let Err(e) = self.files.put(&stored) {
                 tracing::warn!(error = %e, "could not keep an idempotent response");
             }
             return Ok(response.set_body(actix_web::body::BoxBody::new(body)));
@@ -128,21 +109,9 @@ impl IdempotencyStore {
         Ok(response)
     }
 
-    fn lookup(&self, key: &[u8], now: i64) -> Result<Option<Stored>, ApiError> {
-        let Some(v) = self.tree.get(key).map_err(|e| ApiError::Internal(e.to_string()))? else { return Ok(None) };
-        Ok(Stored::decode(&v).filter(|s| now - s.created < RETENTION_SECS))
-    }
-
-    /// Drops entries older than the retention; run now and then.
+    /// Deletes the hours whose responses have all expired; returns how many files went.
     pub fn sweep(&self) -> usize {
-        let now = self.clock.now().unix_timestamp();
-        let mut n = 0;
-        for (k, v) in self.tree.iter().flatten() {
-            if Stored::decode(&v).is_none_or(|s| now - s.created >= RETENTION_SECS) && self.tree.remove(k).is_ok() {
-                n += 1;
-            }
-        }
-        n
+        self.files.sweep(self.clock.now().unix_timestamp())
     }
 }
 

@@ -8,6 +8,7 @@ mod companies;
 mod courses;
 pub(crate) mod extract;
 mod idempotency;
+mod idempotency_files;
 pub mod openapi;
 mod problem;
 mod reads;
@@ -92,9 +93,7 @@ impl Application {
             .await
             .map_err(|e| StartError::Store(e.to_string()))??;
         tracing::info!(head = report.head, caught_up = report.index_caught_up, "log open");
-        let app_db = crate::open_sled(&settings.data_dir.join("app"), Some(1000))
-            .map_err(|e| StartError::Store(format!("app store: {e}")))?;
-        let idem_tree = app_db.open_tree("idempotency").map_err(|e| StartError::Store(e.to_string()))?;
+        let idem = idempotency::IdempotencyStore::open(&settings.data_dir, clock.clone()).map_err(StartError::Store)?;
         let auth_db = crate::open_sled(&settings.data_dir.join("auth"), Some(1000))
             .map_err(|e| StartError::Store(format!("session store: {e}")))?;
         let (data_dir, auth_log, auth_clock, auth_config) =
@@ -120,10 +119,21 @@ impl Application {
             app,
             projections,
             auth,
-            idem: idempotency::IdempotencyStore::new(idem_tree, clock.clone()),
+            idem,
             metrics: system::Metrics::default(),
             checkpoints,
             access_log: access_log.clone(),
+        });
+        // Each hour's idempotency file is deleted once all its responses have expired.
+        let sweeper = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let s = sweeper.clone();
+                let _ = tokio::task::spawn_blocking(move || s.idem.sweep()).await;
+            }
         });
         let listener = std::net::TcpListener::bind(settings.bind).map_err(|e| StartError::Bind(settings.bind, e))?;
         let address = listener.local_addr().map_err(|e| StartError::Bind(settings.bind, e))?;

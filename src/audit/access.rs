@@ -7,26 +7,20 @@
 //! days), as Danish public-sector practice expects of logs of personal-data use.
 //!
 //! **Cost on the read path**: [`AccessLog::record`] puts the entry on an in-memory queue and
-//! returns; a background task writes the queue to sled and flushes every
-//! `access_log_flush_ms` (default 100 ms) or every `access_log_batch` entries (group commit).
-//! No sled write, no fsync on the request path. **What a crash may lose**: the entries of the
+//! returns; a background task appends the queue to the access log's files and `fdatasync`s them
+//! every `access_log_flush_ms` (default 100 ms) or every `access_log_batch` entries (group
+//! commit). No write, no sync on the request path. **What a crash may lose**: the entries of the
 //! current group commit — at most one window (~100 ms) of reads, plus the batch being written.
-//! Nothing older: each batch is flushed (fsync) before the next one is gathered. A graceful
-//! shutdown drains the queue ([`AccessLog::flush`]).
+//! Nothing older: each batch is synced before the next one is gathered. A graceful shutdown
+//! drains the queue ([`AccessLog::flush`]).
 //!
-//! Keys are `at (unix nanos, u64 BE) ‖ seq (u64 BE)`, so a range scan is a time range and the
-//! sweep deletes a prefix. A second tree, `course ‖ at ‖ seq`, answers per-course questions (the
-//! auditor's `?course=`, the young person's own list) without scanning everything; a query by
-//! account alone scans the time range.
-//!
-//! **Single-key writes, ordered.** sled's transactions take its process-wide lock exclusively,
-//! which can deadlock it (see `crate::open_sled`), so an entry is two inserts: the per-course
-//! index first, then the entry. A crash between them leaves an index key with no entry, which a
-//! query skips (as it does one whose entry the sweep deleted); never an entry the per-course
-//! query cannot find.
+//! The entries live in their own append-only files, one UTC day (or 64 MiB) per file, in
+//! `data_dir/access/` ([`super::access_files`]): entries are listed in the order they were
+//! written, a per-course or per-time query skips the files that cannot hold a match, and the
+//! sweep deletes whole files. (They lived in the audit sled store before; the first start of
+//! this version moves them, see [`AccessStore::new`].)
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +28,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::access_files::{ACCESS_DIR, AccessFiles};
 use super::{AuditError, AuditStore};
 use crate::clock::SharedClock;
 
@@ -109,29 +104,9 @@ enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
-/// The store side: keys, writes, queries, the sweep. Synchronous (sled).
+/// The store side: writes, queries, the sweep. Synchronous (files; see [`super::access_files`]).
 pub struct AccessStore {
-    store: AuditStore,
-    seq: AtomicU64,
-}
-
-fn nanos(t: OffsetDateTime) -> u64 {
-    // Entries are never before 1970; clamp rather than wrap if a clock says otherwise.
-    u64::try_from(t.unix_timestamp_nanos()).unwrap_or(0)
-}
-
-fn key(at: OffsetDateTime, seq: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&nanos(at).to_be_bytes());
-    k[8..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn course_key(course: Uuid, k: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(32);
-    v.extend_from_slice(course.as_bytes());
-    v.extend_from_slice(k);
-    v
+    files: AccessFiles,
 }
 
 pub fn parse_cursor(s: &str) -> Option<[u8; 16]> {
@@ -141,127 +116,68 @@ pub fn parse_cursor(s: &str) -> Option<[u8; 16]> {
 }
 
 impl AccessStore {
+    /// Opens `data_dir/access/`. Entries an older version kept in the audit sled store are moved
+    /// there once, oldest first (see [`Self::move_out_of_sled`]).
     pub fn new(store: AuditStore) -> Result<Self, AuditError> {
-        // Continue the sequence after the newest key, so keys stay unique across restarts even
-        // when the clock stands still (tests) or steps back.
-        let seq = match store.access.last()? {
-            Some((k, _)) if k.len() == 16 => u64::from_be_bytes(k[8..16].try_into().unwrap_or([0; 8])) + 1,
-            _ => 0,
-        };
-        Ok(AccessStore { store, seq: AtomicU64::new(seq) })
+        let dir = store.data_dir.join(ACCESS_DIR);
+        let fresh = !dir.exists();
+        if fresh && !store.access.is_empty() {
+            Self::move_out_of_sled(&store, &dir)?;
+        }
+        let files = AccessFiles::open(&dir)?;
+        // The move finished (the directory is there): what sled still holds is a copy.
+        for tree in [&store.access, &store.access_by_course] {
+            for k in tree.iter().keys() {
+                tree.remove(k?)?;
+            }
+        }
+        Ok(AccessStore { files })
     }
 
-    /// Writes entries (each: its per-course index key, then the entry), then flushes.
-    pub fn write(&self, entries: &[AccessEntry]) -> Result<(), AuditError> {
-        if entries.is_empty() {
-            return Ok(());
+    /// Writes the sled store's entries (`at ‖ seq` keys, so in time order) into a directory
+    /// beside the new one, synced, then renames it into place: a crash before the rename leaves
+    /// sled as it was for the next open; after it, the files are whole and sled is cleared.
+    fn move_out_of_sled(store: &AuditStore, dir: &std::path::Path) -> Result<(), AuditError> {
+        let tmp = dir.with_extension("moving");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| AuditError::Storage(e.to_string()))?;
         }
-        let rows: Vec<([u8; 16], Option<Uuid>, Vec<u8>)> = entries
-            .iter()
-            .map(|e| {
-                let k = key(e.at, self.seq.fetch_add(1, Ordering::Relaxed));
-                let v = serde_json::to_vec(e).unwrap_or_default();
-                (k, e.course_id, v)
-            })
-            .collect();
-        for (k, course, v) in rows {
-            if let Some(c) = course {
-                self.store.access_by_course.insert(course_key(c, &k), &[][..])?;
+        let files = AccessFiles::open(&tmp)?;
+        let mut batch = Vec::with_capacity(4096);
+        let mut moved = 0u64;
+        for kv in store.access.iter() {
+            let (_, v) = kv?;
+            let Ok(e) = serde_json::from_slice::<AccessEntry>(&v) else { continue };
+            batch.push(e);
+            if batch.len() == 4096 {
+                files.write(&batch)?;
+                moved += batch.len() as u64;
+                batch.clear();
             }
-            self.store.access.insert(&k[..], v)?;
         }
-        self.store.flush()?;
+        files.write(&batch)?;
+        moved += batch.len() as u64;
+        drop(files);
+        std::fs::rename(&tmp, dir).map_err(|e| AuditError::Storage(e.to_string()))?;
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(|e| AuditError::Storage(e.to_string()))?;
+        }
+        tracing::info!(entries = moved, "access log: entries moved out of the audit sled store into access/");
         Ok(())
     }
 
-    fn decode(k: &[u8], v: &[u8]) -> Option<StoredAccess> {
-        let entry: AccessEntry = serde_json::from_slice(v).ok()?;
-        Some(StoredAccess { id: hex::encode(k), entry })
+    /// Appends entries and syncs them.
+    pub fn write(&self, entries: &[AccessEntry]) -> Result<(), AuditError> {
+        self.files.write(entries)
     }
 
     pub fn query(&self, f: &AccessFilter) -> Result<AccessPage, AuditError> {
-        let from = f.from.map(|t| key(t, 0)).unwrap_or([0; 16]);
-        let mut lo = from.to_vec();
-        if let Some(c) = f.cursor
-            && c[..] >= lo[..]
-        {
-            // Strictly after the cursor: the smallest key greater than it.
-            lo = c.to_vec();
-            lo.push(0);
-        }
-        let hi = f.to.map(|t| key(t, 0)).unwrap_or([0xff; 16]);
-        let limit = f.limit.max(1);
-        let mut items = Vec::new();
-        let mut more = false;
-        let accept = |s: &StoredAccess| f.account.is_none_or(|a| s.entry.account_id == Some(a));
-        match f.course {
-            Some(course) => {
-                let range = course_key(course, &lo)..course_key(course, &hi);
-                for kv in self.store.access_by_course.range(range) {
-                    let (ck, _) = kv?;
-                    let k = &ck[16..];
-                    // A missing main entry was swept between the two trees' deletes: skip.
-                    let Some(v) = self.store.access.get(k)? else { continue };
-                    let Some(s) = Self::decode(k, &v) else { continue };
-                    // An index key left by a crash between the two inserts may name a key that a
-                    // later entry (same instant, same sequence) reused: it must be this course's.
-                    if s.entry.course_id != Some(course) || !accept(&s) {
-                        continue;
-                    }
-                    if items.len() == limit {
-                        more = true;
-                        break;
-                    }
-                    items.push(s);
-                }
-            }
-            None => {
-                for kv in self.store.access.range(lo..hi.to_vec()) {
-                    let (k, v) = kv?;
-                    let Some(s) = Self::decode(&k, &v) else { continue };
-                    if !accept(&s) {
-                        continue;
-                    }
-                    if items.len() == limit {
-                        more = true;
-                        break;
-                    }
-                    items.push(s);
-                }
-            }
-        }
-        let next_cursor = if more { items.last().map(|s| s.id.clone()) } else { None };
-        Ok(AccessPage { items, next_cursor })
+        self.files.query(f)
     }
 
-    /// Deletes every entry recorded before `cutoff`; returns how many. The per-course index
-    /// goes first: a crash in between leaves main entries the next sweep finds again, never
-    /// index entries nothing would delete.
+    /// Deletes every entry recorded before `cutoff`; returns how many.
     pub fn sweep_before(&self, cutoff: OffsetDateTime) -> Result<u64, AuditError> {
-        let end = key(cutoff, 0);
-        let mut deleted = 0;
-        loop {
-            let mut batch = Vec::with_capacity(10_000);
-            for kv in self.store.access.range(..end.to_vec()).take(10_000) {
-                let (k, v) = kv?;
-                let course = serde_json::from_slice::<AccessEntry>(&v).ok().and_then(|e| e.course_id);
-                batch.push((k, course));
-            }
-            if batch.is_empty() {
-                break;
-            }
-            for (k, course) in &batch {
-                if let Some(c) = course {
-                    self.store.access_by_course.remove(course_key(*c, k))?;
-                }
-                self.store.access.remove(k)?;
-            }
-            deleted += batch.len() as u64;
-        }
-        if deleted > 0 {
-            self.store.flush()?;
-        }
-        Ok(deleted)
+        self.files.sweep_before(cutoff)
     }
 }
 

@@ -11,11 +11,13 @@
 //!   caller's purpose — kept for a retention period, then swept away.
 //! - [`replay`]: a course's history in readable form with its state after each event.
 //!
-//! Everything lives in its own sled database, `data_dir/audit/`, **not** derived from the event
-//! log: signed checkpoints and access entries cannot be rebuilt, so deleting that directory loses
-//! them (unlike `index/` or `projections/`). Back it up with the log.
+//! Checkpoints live in their own sled database, `data_dir/audit/`, and access entries in their
+//! own append-only files, `data_dir/access/` ([`access_files`]). Neither is derived from the
+//! event log: signed checkpoints and access entries cannot be rebuilt, so deleting those
+//! directories loses them (unlike `index/` or `projections/`). Back them up with the log.
 
 pub mod access;
+mod access_files;
 pub mod checkpoint;
 pub mod export;
 pub mod replay;
@@ -109,10 +111,13 @@ pub struct AuditStore {
     pub(crate) db: sled::Db,
     /// position (u64 BE) → signed checkpoint JSON; append-only.
     pub(crate) checkpoints: sled::Tree,
-    /// at (u64 BE unix nanos) ‖ seq (u64 BE) → access entry JSON.
+    /// Where the access log lived before it moved to `data_dir/access/` (its own files):
+    /// at (u64 BE unix nanos) ‖ seq (u64 BE) → access entry JSON. Emptied by the move.
     pub(crate) access: sled::Tree,
-    /// course id ‖ at ‖ seq → (): the per-course index of `access`.
+    /// course id ‖ at ‖ seq → (): the old per-course index of `access`. Emptied by the move.
     pub(crate) access_by_course: sled::Tree,
+    /// The data directory (the access log's files are in `access/` beside this store).
+    pub(crate) data_dir: std::path::PathBuf,
 }
 
 impl AuditStore {
@@ -133,6 +138,7 @@ impl AuditStore {
             checkpoints: db.open_tree("checkpoints")?,
             access: db.open_tree("access")?,
             access_by_course: db.open_tree("access_by_course")?,
+            data_dir: data_dir.to_owned(),
             db,
         })
     }

@@ -294,24 +294,33 @@ fn access_store_pages_filters_and_sweeps() {
     assert_eq!(store.query(&AccessFilter { limit: 100, ..Default::default() }).unwrap().items.len(), 6);
 }
 
-/// An entry is two single-key inserts, the per-course index first. A crash between them leaves an
-/// index key with no entry, and after a restart the same instant and sequence number can name
-/// another course's entry: the per-course query must show only that course's uses.
+/// Entries an older version kept in the audit sled store (`at ‖ seq` → JSON, plus the
+/// per-course index) are moved into the files on the first open, oldest first, and the sled
+/// trees emptied; a second open moves nothing again.
 #[test]
-fn an_index_key_left_by_a_crash_never_shows_another_course_s_entry() {
+fn entries_in_the_old_sled_store_are_moved_to_the_files_once() {
     let dir = tempfile::tempdir().unwrap();
     let audit = AuditStore::open(dir.path()).unwrap();
     let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let t0 = datetime!(2026-01-01 00:00 UTC);
-    AccessStore::new(audit.clone()).unwrap().write(&[entry(t0, Some(a), 1)]).unwrap();
-    // The crash: the index key made it, the entry did not.
-    let (k, _) = audit.access.first().unwrap().unwrap();
-    audit.access.remove(&k).unwrap();
-    assert_eq!(audit.access_by_course.len(), 1);
+    for (i, (at, course)) in
+        [(t0 + time::Duration::days(2), a), (t0, b), (t0 + time::Duration::days(1), a)].into_iter().enumerate()
+    {
+        let mut k = u64::try_from(at.unix_timestamp_nanos()).unwrap().to_be_bytes().to_vec();
+        k.extend_from_slice(&(i as u64).to_be_bytes());
+        audit.access.insert(&k, serde_json::to_vec(&entry(at, Some(course), 1)).unwrap()).unwrap();
+        let mut ck = course.as_bytes().to_vec();
+        ck.extend_from_slice(&k);
+        audit.access_by_course.insert(ck, &[][..]).unwrap();
+    }
     let store = AccessStore::new(audit.clone()).unwrap();
-    store.write(&[entry(t0, Some(b), 2)]).unwrap();
-    assert_eq!(audit.access.first().unwrap().unwrap().0, k, "the restart reused the key");
-    let of = |course| store.query(&AccessFilter { course: Some(course), limit: 10, ..Default::default() }).unwrap();
-    assert!(of(a).items.is_empty(), "{:?}", of(a).items);
-    assert_eq!(of(b).items.len(), 1);
+    let all = store.query(&AccessFilter { limit: 10, ..Default::default() }).unwrap().items;
+    let times: Vec<_> = all.iter().map(|s| s.entry.at).collect();
+    assert_eq!(times, vec![t0, t0 + time::Duration::days(1), t0 + time::Duration::days(2)], "oldest first");
+    let of_a = store.query(&AccessFilter { course: Some(a), limit: 10, ..Default::default() }).unwrap().items;
+    assert_eq!(of_a.len(), 2);
+    assert!(audit.access.is_empty() && audit.access_by_course.is_empty(), "sled no longer holds them");
+    drop(store);
+    let again = AccessStore::new(audit).unwrap();
+    assert_eq!(again.query(&AccessFilter { limit: 10, ..Default::default() }).unwrap().items.len(), 3, "moved once");
 }

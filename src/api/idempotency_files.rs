@@ -1,0 +1,356 @@
+//! Where `Idempotency-Key` responses are kept: append-only files, one per hour, deleted whole
+//! once every response in them is past the retention.
+//!
+//! They lived in sled before, which kept memory for every page it held (the soak measured
+//! ~300 bytes per stored response) and never deleted an expired one (lookups only ignored
+//! them). Here memory is 8 bytes per response within the retention window: a 32-bit
+//! fingerprint of the key and the record's offset, per file, as candidates; a lookup reads each
+//! candidate record and compares the whole key, so a fingerprint collision costs one read,
+//! never a wrong answer.
+//!
+//! ```text
+//! data_dir/idempotency/{hour:012}.idem   frames: len u32 LE | crc32c(payload) u32 LE | payload
+//!     payload: created i64 LE | key_len u16 LE | key | fingerprint [32] | status u16 LE | body
+//! ```
+//! `hour` is the hour (unix seconds / 3600) of the records' `created`. Records are written
+//! without a sync: they are a convenience (the client event id is what keeps a retried write
+//! from appending twice), and a crash losing the last ones makes a retry execute again, which
+//! that id makes harmless. Opening reads the files of the retention window (a torn tail ends a
+//! file's scan and is cut off).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The directory inside the data directory.
+pub const IDEMPOTENCY_DIR: &str = "idempotency";
+
+const HEADER: usize = 8;
+const MAX_FRAME: usize = 16 << 20;
+
+/// One stored response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub created: i64,
+    pub key: Vec<u8>,
+    pub fingerprint: [u8; 32],
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Record {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(HEADER + 44 + self.key.len() + self.body.len());
+        v.extend_from_slice(&[0u8; HEADER]);
+        v.extend_from_slice(&self.created.to_le_bytes());
+        v.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
+        v.extend_from_slice(&self.key);
+        v.extend_from_slice(&self.fingerprint);
+        v.extend_from_slice(&self.status.to_le_bytes());
+        v.extend_from_slice(&self.body);
+        let len = (v.len() - HEADER) as u32;
+        let crc = crc32c::crc32c(&v[HEADER..]);
+        v[..4].copy_from_slice(&len.to_le_bytes());
+        v[4..8].copy_from_slice(&crc.to_le_bytes());
+        v
+    }
+
+    fn decode(p: &[u8]) -> Option<Record> {
+        let created = i64::from_le_bytes(p.get(..8)?.try_into().ok()?);
+        let klen = u16::from_le_bytes(p.get(8..10)?.try_into().ok()?) as usize;
+        let key = p.get(10..10 + klen)?.to_vec();
+        let rest = p.get(10 + klen..)?;
+        Some(Record {
+            created,
+            key,
+            fingerprint: rest.get(..32)?.try_into().ok()?,
+            status: u16::from_le_bytes(rest.get(32..34)?.try_into().ok()?),
+            body: rest.get(34..)?.to_vec(),
+        })
+    }
+
+    /// The key of a payload, without decoding the rest.
+    fn key_of(p: &[u8]) -> Option<&[u8]> {
+        let klen = u16::from_le_bytes(p.get(8..10)?.try_into().ok()?) as usize;
+        p.get(10..10 + klen)
+    }
+}
+
+fn fingerprint(key: &[u8]) -> u32 {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(key);
+    u32::from_le_bytes([h[0], h[1], h[2], h[3]])
+}
+
+/// One hour's file: `fingerprint << 32 | offset`, sorted, plus those added since the last sort.
+struct Hour {
+    file: File,
+    len: u64,
+    sorted: Vec<u64>,
+    recent: Vec<u64>,
+}
+
+impl Hour {
+    fn add(&mut self, fp: u32, offset: u64) {
+        self.recent.push(u64::from(fp) << 32 | offset);
+        // Sorting in an eighth at a time keeps a lookup's linear part short and each entry's
+        // moves few.
+        if self.recent.len() > 64 && self.recent.len() > self.sorted.len() / 8 {
+            self.sorted.append(&mut self.recent);
+            self.sorted.sort_unstable();
+        }
+    }
+
+    fn candidates(&self, fp: u32) -> impl Iterator<Item = u64> + '_ {
+        let lo = u64::from(fp) << 32;
+        let start = self.sorted.partition_point(|e| *e < lo);
+        let sorted = self.sorted[start..].iter().take_while(move |e| (*e >> 32) as u32 == fp);
+        let recent = self.recent.iter().filter(move |e| (*e >> 32) as u32 == fp);
+        sorted.chain(recent).map(|e| e & 0xffff_ffff)
+    }
+
+    fn read_payload(&self, offset: u64) -> Option<Vec<u8>> {
+        let mut h = [0u8; HEADER];
+        self.file.read_exact_at(&mut h, offset).ok()?;
+        let len = u32::from_le_bytes(h[..4].try_into().ok()?) as usize;
+        if len > MAX_FRAME {
+            return None;
+        }
+        let mut p = vec![0u8; len];
+        self.file.read_exact_at(&mut p, offset + HEADER as u64).ok()?;
+        (crc32c::crc32c(&p) == u32::from_le_bytes(h[4..].try_into().ok()?)).then_some(p)
+    }
+}
+
+pub struct IdempotencyFiles {
+    dir: PathBuf,
+    retention_secs: i64,
+    hours: Mutex<HashMap<i64, Hour>>,
+}
+
+fn path_of(dir: &Path, hour: i64) -> PathBuf {
+    dir.join(format!("{hour:012}.idem"))
+}
+
+fn io(e: std::io::Error) -> String {
+    format!("idempotency store: {e}")
+}
+
+impl IdempotencyFiles {
+    /// Opens the directory, reading the files of the retention window as of `now` (unix
+    /// seconds) and deleting older ones.
+    pub fn open(dir: &Path, retention_secs: i64, now: i64) -> Result<Self, String> {
+        fs::create_dir_all(dir).map_err(io)?;
+        let me = IdempotencyFiles { dir: dir.to_owned(), retention_secs, hours: Mutex::new(HashMap::new()) };
+        let mut hours = HashMap::new();
+        for e in fs::read_dir(dir).map_err(io)?.flatten() {
+            let Some(hour) = e.file_name().to_str().and_then(|n| n.strip_suffix(".idem")?.parse::<i64>().ok()) else {
+                continue;
+            };
+            if me.expired(hour, now) {
+                let _ = fs::remove_file(e.path());
+                continue;
+            }
+            let file = OpenOptions::new().read(true).write(true).open(e.path()).map_err(io)?;
+            let mut h = Hour { file, len: 0, sorted: Vec::new(), recent: Vec::new() };
+            let mut r = BufReader::with_capacity(256 << 10, h.file.try_clone().map_err(io)?);
+            let mut buf = Vec::new();
+            loop {
+                let mut head = [0u8; HEADER];
+                if r.read_exact(&mut head).is_err() {
+                    break;
+                }
+                let len = u32::from_le_bytes(head[..4].try_into().unwrap_or_default()) as usize;
+                if len > MAX_FRAME {
+                    break;
+                }
+                buf.resize(len, 0);
+                if r.read_exact(&mut buf).is_err()
+                    || crc32c::crc32c(&buf) != u32::from_le_bytes(head[4..].try_into().unwrap_or_default())
+                {
+                    break;
+                }
+                let Some(key) = Record::key_of(&buf) else { break };
+                h.add(fingerprint(key), h.len);
+                h.len += (HEADER + len) as u64;
+            }
+            // Whatever follows the last whole record is a torn write: cut it off, so the next
+            // record lands where a scan finds it.
+            if h.file.metadata().map_err(io)?.len() > h.len {
+                h.file.set_len(h.len).map_err(io)?;
+            }
+            hours.insert(hour, h);
+        }
+        *me.hours.lock().unwrap_or_else(|p| p.into_inner()) = hours;
+        Ok(me)
+    }
+
+    /// Whether every record an hour's file can hold is past the retention at `now`.
+    fn expired(&self, hour: i64, now: i64) -> bool {
+        (hour + 1) * 3600 + self.retention_secs <= now
+    }
+
+    /// The newest record under `key` created within the retention as of `now`.
+    pub fn get(&self, key: &[u8], now: i64) -> Option<Record> {
+        let fp = fingerprint(key);
+        let hours = self.hours.lock().unwrap_or_else(|p| p.into_inner());
+        let mut newest: Option<Record> = None;
+        for h in hours.values() {
+            for offset in h.candidates(fp) {
+                let Some(p) = h.read_payload(offset) else { continue };
+                if Record::key_of(&p) != Some(key) {
+                    continue;
+                }
+                let Some(r) = Record::decode(&p) else { continue };
+                if now - r.created < self.retention_secs && newest.as_ref().is_none_or(|n| r.created >= n.created) {
+                    newest = Some(r);
+                }
+            }
+        }
+        newest
+    }
+
+    pub fn put(&self, r: &Record) -> Result<(), String> {
+        let hour = r.created.div_euclid(3600);
+        let frame = r.encode();
+        let mut hours = self.hours.lock().unwrap_or_else(|p| p.into_inner());
+        let h = match hours.entry(hour) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path_of(&self.dir, hour))
+                    .map_err(io)?;
+                let len = file.metadata().map_err(io)?.len();
+                v.insert(Hour { file, len, sorted: Vec::new(), recent: Vec::new() })
+            }
+        };
+        if h.len + frame.len() as u64 > u64::from(u32::MAX) {
+            return Err("idempotency store: an hour's file is full".into());
+        }
+        if let Err(e) = h.file.write_all_at(&frame, h.len) {
+            // Nothing after a torn record: the next one overwrites it.
+            return Err(io(e));
+        }
+        h.add(fingerprint(&r.key), h.len);
+        h.len += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Deletes the files whose records are all past the retention at `now`; returns how many.
+    pub fn sweep(&self, now: i64) -> usize {
+        let mut hours = self.hours.lock().unwrap_or_else(|p| p.into_inner());
+        let old: Vec<i64> = hours.keys().copied().filter(|h| self.expired(*h, now)).collect();
+        for h in &old {
+            hours.remove(h);
+            if let Err(e) = fs::remove_file(path_of(&self.dir, *h)) {
+                tracing::warn!(error = %e, hour = h, "idempotency store: cannot delete an expired file");
+            }
+        }
+        old.len()
+    }
+
+    /// Files held (for tests).
+    #[cfg(test)]
+    fn files(&self) -> usize {
+        self.hours.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn rec(created: i64, key: &str, body: &str) -> Record {
+        Record {
+            created,
+            key: key.as_bytes().to_vec(),
+            fingerprint: [7; 32],
+            status: 201,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    const DAY: i64 = 24 * 3600;
+
+    #[test]
+    fn records_are_found_by_key_across_hours_and_restarts_and_expire_by_the_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_767_225_600; // an hour boundary
+        let store = IdempotencyFiles::open(dir.path(), DAY, t0).unwrap();
+        // Many keys in two hours, so sorted runs and recent entries both answer.
+        for i in 0..2000 {
+            store.put(&rec(t0 + i, &format!("k{i}"), &format!("body {i}"))).unwrap();
+        }
+        for i in 0..300 {
+            store.put(&rec(t0 + 3600 + i, &format!("h{i}"), "later")).unwrap();
+        }
+        let check = |s: &IdempotencyFiles, now: i64| {
+            for i in (0..2000).step_by(7) {
+                assert_eq!(s.get(format!("k{i}").as_bytes(), now).unwrap().body, format!("body {i}").into_bytes());
+            }
+            assert_eq!(s.get(b"h299", now).unwrap().body, b"later");
+            assert!(s.get(b"k2000", now).is_none());
+        };
+        check(&store, t0 + 7200);
+        drop(store);
+        let store = IdempotencyFiles::open(dir.path(), DAY, t0 + 7200).unwrap();
+        check(&store, t0 + 7200);
+        // One day and an hour later the first hour's records are past the retention: not found,
+        // and the sweep deletes that file, not the next one.
+        assert!(store.get(b"k5", t0 + DAY + 3600).is_none());
+        assert!(store.get(b"h5", t0 + DAY + 3600).is_some());
+        assert_eq!(store.sweep(t0 + DAY + 3600), 1);
+        assert_eq!(store.files(), 1);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // Opening after the whole window deletes the rest.
+        drop(store);
+        let store = IdempotencyFiles::open(dir.path(), DAY, t0 + 3 * DAY).unwrap();
+        assert_eq!(store.files(), 0);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_fingerprint_collision_is_told_apart_by_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdempotencyFiles::open(dir.path(), DAY, 0).unwrap();
+        // Two keys with the same 32-bit fingerprint (a birthday search: ~80k keys).
+        let mut seen = HashMap::new();
+        let (a, b) = (0u64..)
+            .find_map(|i| {
+                let k = format!("key-{i}");
+                seen.insert(fingerprint(k.as_bytes()), k.clone()).map(|other| (other, k))
+            })
+            .unwrap();
+        store.put(&rec(10, &a, "a")).unwrap();
+        store.put(&rec(11, &b, "b")).unwrap();
+        assert_eq!(store.hours.lock().unwrap()[&0].candidates(fingerprint(a.as_bytes())).count(), 2);
+        assert_eq!(store.get(a.as_bytes(), 20).unwrap().body, b"a");
+        assert_eq!(store.get(b.as_bytes(), 20).unwrap().body, b"b");
+    }
+
+    #[test]
+    fn a_torn_record_is_cut_off_and_the_next_one_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdempotencyFiles::open(dir.path(), DAY, 0).unwrap();
+        store.put(&rec(1, "one", "1")).unwrap();
+        drop(store);
+        let path = path_of(dir.path(), 0);
+        let whole = fs::metadata(&path).unwrap().len();
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(&[90, 0, 0, 0, 1, 2]).unwrap();
+        let store = IdempotencyFiles::open(dir.path(), DAY, 5).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), whole);
+        store.put(&rec(2, "two", "2")).unwrap();
+        drop(store);
+        let store = IdempotencyFiles::open(dir.path(), DAY, 5).unwrap();
+        assert_eq!(store.get(b"one", 5).unwrap().body, b"1");
+        assert_eq!(store.get(b"two", 5).unwrap().body, b"2");
+    }
+}
