@@ -172,8 +172,58 @@ impl Ids {
 struct StreamEntry {
     no: u32,
     /// Positions of versions 1..=len.
-    positions: Vec<u64>,
+    positions: Positions,
     hash: Hash,
+}
+
+/// A stream's positions in version order: 4 bytes each while every position fits in 32 bits
+/// (the first 4 billion events), 8 after. One entry per event, so its width is most of what
+/// the stream table costs.
+#[derive(Debug, Clone, PartialEq)]
+enum Positions {
+    Narrow(Vec<u32>),
+    Wide(Vec<u64>),
+}
+
+impl Default for Positions {
+    fn default() -> Self {
+        Positions::Narrow(Vec::new())
+    }
+}
+
+impl Positions {
+    fn len(&self) -> usize {
+        match self {
+            Positions::Narrow(v) => v.len(),
+            Positions::Wide(v) => v.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The position of version `i + 1`.
+    fn get(&self, i: usize) -> u64 {
+        match self {
+            Positions::Narrow(v) => u64::from(v[i]),
+            Positions::Wide(v) => v[i],
+        }
+    }
+
+    fn push(&mut self, p: u64) {
+        match self {
+            Positions::Narrow(v) => match u32::try_from(p) {
+                Ok(n) => v.push(n),
+                Err(_) => {
+                    let mut wide: Vec<u64> = v.iter().map(|&n| u64::from(n)).collect();
+                    wide.push(p);
+                    *self = Positions::Wide(wide);
+                }
+            },
+            Positions::Wide(v) => v.push(p),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -234,14 +284,14 @@ impl Index {
                 return Err(IndexError::Malformed("stream numbers are not dense"));
             }
             mem.stream_keys.push(v.to_vec());
-            mem.streams.insert(v.to_vec(), StreamEntry { no, positions: Vec::new(), hash: Hash::default() });
+            mem.streams.insert(v.to_vec(), StreamEntry { no, positions: Positions::default(), hash: Hash::default() });
         }
         mem.offsets.reserve(checkpoint as usize);
         // Sized once: growing a million-entry map step by step rehashes it again and again.
         mem.ids = Ids::with_capacity(checkpoint as usize);
         // Positions by stream number, so loading an event hashes nothing but its id; moved into
         // the streams map once per stream at the end.
-        let mut by_no: Vec<Vec<u64>> = vec![Vec::new(); mem.stream_keys.len()];
+        let mut by_no: Vec<Positions> = vec![Positions::default(); mem.stream_keys.len()];
         let mut position = 0u64;
         for item in tree.scan_prefix(b"c") {
             let (k, v) = item?;
@@ -359,7 +409,7 @@ impl Index {
             return Vec::new();
         }
         let at = |v: u64| {
-            let p = s.positions[v as usize - 1];
+            let p = s.positions.get(v as usize - 1);
             (v, Loc { position: p, offset: m.offsets.get(p as usize - 1).copied().unwrap_or(0) })
         };
         if backward {
@@ -386,7 +436,15 @@ impl Index {
                     m.stream_keys.push(e.stream_key.to_vec());
                     m.streams.insert(
                         e.stream_key.to_vec(),
-                        StreamEntry { no, positions: vec![e.loc.position], hash: e.stream_hash },
+                        StreamEntry {
+                            no,
+                            positions: {
+                                let mut p = Positions::default();
+                                p.push(e.loc.position);
+                                p
+                            },
+                            hash: e.stream_hash,
+                        },
                     );
                     m.new_streams.push(no);
                     no
@@ -519,6 +577,19 @@ impl Index {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A stream's positions read back as pushed, 4 bytes each until one passes `u32::MAX`, and
+    /// exactly after it (the earlier ones widened).
+    #[test]
+    fn stream_positions_are_narrow_until_one_does_not_fit() {
+        let mut p = Positions::default();
+        let pushed: Vec<u64> = vec![1, 5, u64::from(u32::MAX), u64::from(u32::MAX) + 1, u64::MAX - 3];
+        for (i, &x) in pushed.iter().enumerate() {
+            p.push(x);
+            assert_eq!(matches!(p, Positions::Narrow(_)), i < 3, "after {x}");
+        }
+        assert_eq!((0..p.len()).map(|i| p.get(i)).collect::<Vec<_>>(), pushed);
+    }
 
     /// Every inserted id finds its position among its candidates, through the merges of the
     /// exact map into the sorted runs; ids never inserted have (almost) no candidates; positions
