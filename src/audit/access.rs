@@ -69,7 +69,7 @@ pub struct AccessEntry {
     pub purpose: Option<String>,
 }
 
-/// A stored entry with its id (the key, hex; also the pagination cursor).
+/// A stored entry with its id (hex: its sequence number and time; also the pagination cursor).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StoredAccess {
     pub id: String,

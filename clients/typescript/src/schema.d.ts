@@ -2266,7 +2266,7 @@ export interface components {
              */
             signed_at: string;
         };
-        /** @description A stored entry with its id (the key, hex; also the pagination cursor). */
+        /** @description A stored entry with its id (hex: its sequence number and time; also the pagination cursor). */
         StoredAccess: components["schemas"]["AccessEntry"] & {
             id: string;
         };
