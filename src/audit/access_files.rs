@@ -443,7 +443,10 @@ impl AccessFiles {
                 drop(a);
                 fs::remove_file(data_path(&self.dir, sum.name_seq)).map_err(io)?;
             } else {
-                write_summary(&self.dir, &sum)?;
+                // A summary is a shortcut: without one, the next open scans the file.
+                if let Err(e) = write_summary(&self.dir, &sum) {
+                    tracing::warn!(error = %e, "access log: cannot write a file's summary");
+                }
                 self.sealed.write().unwrap_or_else(|p| p.into_inner()).push(Arc::new(sum));
             }
         }
@@ -505,6 +508,14 @@ impl AccessFiles {
                 }
                 items.push(StoredAccess { id: hex::encode(id_of(h.seq, h.at)), entry });
             }
+            if frames.good < s.len {
+                // Damage inside a file: what follows it cannot be framed, so it is not listed.
+                tracing::warn!(
+                    file = s.name_seq,
+                    offset = frames.good,
+                    "access log: an unreadable entry ends a file's read"
+                );
+            }
         }
         let next_cursor = if more { items.last().map(|s| s.id.clone()) } else { None };
         Ok(AccessPage { items, next_cursor })
@@ -517,6 +528,9 @@ impl AccessFiles {
         let cutoff = nanos(cutoff);
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         let mut deleted = 0;
+        // A step that fails leaves its file as it was (and listed), and the sweep goes on with
+        // the others; the first error is returned at the end, and the next sweep tries again.
+        let mut failed: Option<AuditError> = None;
         let sealed: Vec<Arc<Summary>> = self.sealed.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut kept = Vec::with_capacity(sealed.len());
         for s in sealed {
@@ -525,42 +539,81 @@ impl AccessFiles {
             } else if s.max_at < cutoff {
                 // Summary first: a crash in between leaves a file that the next open scans.
                 let _ = fs::remove_file(sum_path(&self.dir, s.name_seq));
-                fs::remove_file(data_path(&self.dir, s.name_seq)).map_err(io)?;
-                deleted += s.count;
+                match fs::remove_file(data_path(&self.dir, s.name_seq)) {
+                    Ok(()) => deleted += s.count,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        failed.get_or_insert(io(e));
+                        kept.push(s);
+                    }
+                }
             } else {
-                let (sum, courses, n) = self.rewrite(&s, cutoff)?;
-                deleted += n;
-                let mut sum = sum;
-                sum.courses = courses.into_iter().collect();
-                sum.courses.sort_unstable();
-                write_summary(&self.dir, &sum)?;
-                kept.push(Arc::new(sum));
+                match self.rewrite(&s, cutoff) {
+                    Ok((mut sum, courses, n)) => {
+                        deleted += n;
+                        sum.courses = courses.into_iter().collect();
+                        sum.courses.sort_unstable();
+                        if let Err(e) = write_summary(&self.dir, &sum) {
+                            tracing::warn!(error = %e, "access log: cannot write a file's summary");
+                        }
+                        kept.push(Arc::new(sum));
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        kept.push(s);
+                    }
+                }
             }
         }
         if let Some(a) = active.as_mut().filter(|a| a.sum.count > 0 && a.sum.min_at < cutoff) {
-            let (sum, courses, n) = self.rewrite(&a.sum, cutoff)?;
-            deleted += n;
-            let path = data_path(&self.dir, sum.name_seq);
-            if sum.count > 0 {
-                let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io)?;
-                *a = Active { file, sum, courses, day: a.day };
-            } else {
-                // Nothing left: an empty file named by the next id keeps the numbering.
-                let next = *self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
-                let new = data_path(&self.dir, next);
-                let file =
-                    OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&new).map_err(io)?;
-                if new != path {
-                    fs::remove_file(&path).map_err(io)?;
+            match self.rewrite(&a.sum, cutoff) {
+                Err(e) => {
+                    failed.get_or_insert(e);
                 }
-                *a = Active { file, sum: Summary::empty(next), courses, day: None };
+                Ok((sum, courses, n)) => {
+                    deleted += n;
+                    // The handle still names the file that was replaced: open its successor, or
+                    // (if that fails) seal the rewritten file, so the next write starts a new one.
+                    let path = data_path(&self.dir, sum.name_seq);
+                    let day = a.day;
+                    if sum.count == 0 {
+                        drop(active.take());
+                        let _ = fs::remove_file(&path);
+                    } else {
+                        match OpenOptions::new().read(true).write(true).open(&path) {
+                            Ok(file) => *a = Active { file, sum, courses, day },
+                            Err(e) => {
+                                failed.get_or_insert(io(e));
+                                let mut sum = sum;
+                                sum.courses = courses.into_iter().collect();
+                                sum.courses.sort_unstable();
+                                let _ = write_summary(&self.dir, &sum);
+                                kept.push(Arc::new(sum));
+                                *active = None;
+                            }
+                        }
+                    }
+                }
             }
         }
-        if deleted > 0 {
-            sync_dir(&self.dir)?;
+        if active.is_none() {
+            // Nothing left to append to (emptied, or a failed reopen): an empty file named by
+            // the next id keeps the numbering across a restart.
+            let next = *self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = self.rotate(&mut active, next) {
+                failed.get_or_insert(e);
+            }
+        }
+        if deleted > 0
+            && let Err(e) = sync_dir(&self.dir)
+        {
+            failed.get_or_insert(e);
         }
         *self.sealed.write().unwrap_or_else(|p| p.into_inner()) = kept;
-        Ok(deleted)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(deleted),
+        }
     }
 
     /// Copies the entries at or after `cutoff` of one file into its place; returns the new
@@ -592,7 +645,10 @@ impl AccessFiles {
         // The old summary first (a missing one means "scan"), then the data, atomically.
         let _ = fs::remove_file(sum_path(&self.dir, s.name_seq));
         fs::rename(&tmp, &path).map_err(io)?;
-        sync_dir(&self.dir)?;
+        // Replaced: from here on the new file is the one, whatever else fails.
+        if let Err(e) = sync_dir(&self.dir) {
+            tracing::warn!(error = %e, "access log: cannot sync the directory after a rewrite");
+        }
         Ok((sum, courses, dropped))
     }
 }
@@ -750,6 +806,19 @@ mod tests {
         let before: Vec<_> = names(".acc");
         assert_eq!(files.sweep_before(entry(day, None, 0).at).unwrap(), 40);
         assert_eq!(names(".acc"), before[before.len() - 2..].to_vec());
+        assert_eq!(all(&files, AccessFilter { limit: 10, ..Default::default() }).len(), 2);
+    }
+
+    #[test]
+    fn a_sweep_goes_on_past_a_file_that_is_already_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = AccessFiles::open(dir.path()).unwrap();
+        let day = 86_400;
+        files.write(&[entry(0, Some(1), 1), entry(day, Some(1), 1), entry(2 * day, Some(1), 1)]).unwrap();
+        // Day 0's file disappears behind the store's back (an operator, a restore).
+        fs::remove_file(data_path(dir.path(), 0)).unwrap();
+        assert_eq!(files.sweep_before(entry(2 * day, None, 0).at).unwrap(), 1, "day 1's entry; day 0's was gone");
+        files.write(&[entry(2 * day + 1, Some(1), 1)]).unwrap();
         assert_eq!(all(&files, AccessFilter { limit: 10, ..Default::default() }).len(), 2);
     }
 
