@@ -13,7 +13,8 @@
 //!                                       payload: seq u64 BE | at unix nanos u64 BE | flags u8
 //!                                                | course [16] | account [16] (flags bit 0: a
 //!                                                course, bit 1: an account; zeros when absent)
-//!                                                | the entry as JSON
+//!                                                | the rest of the entry as JSON (role, kind,
+//!                                                resource, criteria, purpose)
 //! data_dir/access/{first_seq:020}.sum   a sealed file's summary (below); rebuilt by a scan when
 //!                                       missing or damaged
 //! ```
@@ -40,7 +41,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::AuditError;
-use super::access::{AccessEntry, AccessFilter, AccessPage, StoredAccess};
+use super::access::{AccessEntry, AccessFilter, AccessKind, AccessPage, StoredAccess};
 
 /// The directory of the access log inside the data directory.
 pub const ACCESS_DIR: &str = "access";
@@ -97,8 +98,53 @@ impl Head {
     }
 }
 
+/// The parts of an entry that are not in the frame's fixed head, as JSON: the time, the course
+/// and the account are there already (half of an entry's bytes when repeated in JSON).
+#[derive(serde::Serialize)]
+struct RestRef<'a> {
+    role: &'a str,
+    kind: AccessKind,
+    resource: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    criteria: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    purpose: Option<&'a str>,
+}
+
+#[derive(serde::Deserialize)]
+struct Rest {
+    role: String,
+    kind: AccessKind,
+    resource: String,
+    #[serde(default)]
+    criteria: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    purpose: Option<String>,
+}
+
+fn decode_entry(h: &Head, p: &[u8]) -> Option<AccessEntry> {
+    let r: Rest = serde_json::from_slice(&p[FIXED..]).ok()?;
+    Some(AccessEntry {
+        at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(h.at)).ok()?,
+        account_id: h.account,
+        role: r.role,
+        course_id: h.course,
+        kind: r.kind,
+        resource: r.resource,
+        criteria: r.criteria,
+        purpose: r.purpose,
+    })
+}
+
 fn encode_frame(out: &mut Vec<u8>, seq: u64, e: &AccessEntry) {
-    let json = serde_json::to_vec(e).unwrap_or_default();
+    let rest = RestRef {
+        role: &e.role,
+        kind: e.kind,
+        resource: &e.resource,
+        criteria: e.criteria.as_ref(),
+        purpose: e.purpose.as_deref(),
+    };
+    let json = serde_json::to_vec(&rest).unwrap_or_default();
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER]);
     out.extend_from_slice(&seq.to_be_bytes());
@@ -501,7 +547,7 @@ impl AccessFiles {
                 {
                     continue;
                 }
-                let Ok(entry) = serde_json::from_slice::<AccessEntry>(&p[FIXED..]) else { continue };
+                let Some(entry) = decode_entry(&h, p) else { continue };
                 if items.len() == limit {
                     more = true;
                     break 'files;
