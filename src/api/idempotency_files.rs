@@ -16,7 +16,8 @@
 //! without a sync: they are a convenience (the client event id is what keeps a retried write
 //! from appending twice), and a crash losing the last ones makes a retry execute again, which
 //! that id makes harmless. Opening reads the files of the retention window (a torn tail ends a
-//! file's scan and is cut off).
+//! file's scan and is cut off); a past hour whose table the cleaner wrote beside it
+//! (`{hour:012}.idx`, still matching the file's length) is read from that table instead.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -92,6 +93,45 @@ struct Hour {
     len: u64,
     sorted: Vec<u64>,
     recent: Vec<u64>,
+    /// Its table is written beside it (`.idx`) as of `len`.
+    indexed: bool,
+}
+
+const IDX_MAGIC: &[u8; 8] = b"vvidemix";
+
+fn idx_path(dir: &Path, hour: i64) -> PathBuf {
+    dir.join(format!("{hour:012}.idx"))
+}
+
+/// A past hour's table, so opening reads 8 bytes per response instead of every record:
+/// `magic | file length u64 | count u64 | entries u64… | crc32c`, all little-endian. It counts
+/// only if the file is still that long.
+fn encode_idx(len: u64, sorted: &[u64]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(28 + sorted.len() * 8);
+    v.extend_from_slice(IDX_MAGIC);
+    v.extend_from_slice(&len.to_le_bytes());
+    v.extend_from_slice(&(sorted.len() as u64).to_le_bytes());
+    for e in sorted {
+        v.extend_from_slice(&e.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&v);
+    v.extend_from_slice(&crc.to_le_bytes());
+    v
+}
+
+fn decode_idx(b: &[u8], file_len: u64) -> Option<Vec<u64>> {
+    let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
+    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) || !body.starts_with(IDX_MAGIC) {
+        return None;
+    }
+    let len = u64::from_le_bytes(body.get(8..16)?.try_into().ok()?);
+    let n = usize::try_from(u64::from_le_bytes(body.get(16..24)?.try_into().ok()?)).ok()?;
+    let entries = body.get(24..)?;
+    if len != file_len || entries.len() != n.checked_mul(8)? {
+        return None;
+    }
+    let v: Vec<u64> = entries.chunks_exact(8).filter_map(|c| Some(u64::from_le_bytes(c.try_into().ok()?))).collect();
+    v.is_sorted().then_some(v)
 }
 
 impl Hour {
@@ -150,15 +190,30 @@ impl IdempotencyFiles {
         let me = IdempotencyFiles { dir: dir.to_owned(), retention_secs, hours: Mutex::new(HashMap::new()) };
         let mut hours = HashMap::new();
         for e in fs::read_dir(dir).map_err(io)?.flatten() {
-            let Some(hour) = e.file_name().to_str().and_then(|n| n.strip_suffix(".idem")?.parse::<i64>().ok()) else {
+            let name = e.file_name();
+            let name = name.to_str().unwrap_or_default();
+            // Tables of expired hours, and what a crash left of a table being written.
+            let stale_idx =
+                name.strip_suffix(".idx").and_then(|h| h.parse::<i64>().ok()).is_some_and(|h| me.expired(h, now));
+            if stale_idx || name.ends_with(".tmp") {
+                let _ = fs::remove_file(e.path());
+                continue;
+            }
+            let Some(hour) = name.strip_suffix(".idem").and_then(|h| h.parse::<i64>().ok()) else {
                 continue;
             };
             if me.expired(hour, now) {
                 let _ = fs::remove_file(e.path());
+                let _ = fs::remove_file(idx_path(dir, hour));
                 continue;
             }
             let file = OpenOptions::new().read(true).write(true).open(e.path()).map_err(io)?;
-            let mut h = Hour { file, len: 0, sorted: Vec::new(), recent: Vec::new() };
+            let file_len = file.metadata().map_err(io)?.len();
+            if let Some(sorted) = fs::read(idx_path(dir, hour)).ok().and_then(|b| decode_idx(&b, file_len)) {
+                hours.insert(hour, Hour { file, len: file_len, sorted, recent: Vec::new(), indexed: true });
+                continue;
+            }
+            let mut h = Hour { file, len: 0, sorted: Vec::new(), recent: Vec::new(), indexed: false };
             let mut r = BufReader::with_capacity(256 << 10, h.file.try_clone().map_err(io)?);
             let mut buf = Vec::new();
             loop {
@@ -231,7 +286,7 @@ impl IdempotencyFiles {
                     .open(path_of(&self.dir, hour))
                     .map_err(io)?;
                 let len = file.metadata().map_err(io)?.len();
-                v.insert(Hour { file, len, sorted: Vec::new(), recent: Vec::new() })
+                v.insert(Hour { file, len, sorted: Vec::new(), recent: Vec::new(), indexed: false })
             }
         };
         if h.len + frame.len() as u64 > u64::from(u32::MAX) {
@@ -243,17 +298,33 @@ impl IdempotencyFiles {
         }
         h.add(fingerprint(&r.key), h.len);
         h.len += frame.len() as u64;
+        h.indexed = false;
         Ok(())
     }
 
-    /// Deletes the files whose records are all past the retention at `now`; returns how many.
+    /// Deletes the files whose records are all past the retention at `now` (returns how many),
+    /// and writes the table of every past hour that has none yet.
     pub fn sweep(&self, now: i64) -> usize {
         let mut hours = self.hours.lock().unwrap_or_else(|p| p.into_inner());
         let old: Vec<i64> = hours.keys().copied().filter(|h| self.expired(*h, now)).collect();
         for h in &old {
             hours.remove(h);
+            let _ = fs::remove_file(idx_path(&self.dir, *h));
             if let Err(e) = fs::remove_file(path_of(&self.dir, *h)) {
                 tracing::warn!(error = %e, hour = h, "idempotency store: cannot delete an expired file");
+            }
+        }
+        let current = now.div_euclid(3600);
+        for (hour, h) in hours.iter_mut().filter(|(hour, h)| **hour < current && !h.indexed) {
+            h.recent.sort_unstable();
+            h.sorted.append(&mut h.recent);
+            h.sorted.sort();
+            let path = idx_path(&self.dir, *hour);
+            let tmp = path.with_extension("idx.tmp");
+            // Unsynced like the records: a table lost or torn is only a scan at the next open.
+            match fs::write(&tmp, encode_idx(h.len, &h.sorted)).and_then(|()| fs::rename(&tmp, &path)) {
+                Ok(()) => h.indexed = true,
+                Err(e) => tracing::warn!(error = %e, hour, "idempotency store: cannot write an hour's table"),
             }
         }
         old.len()
@@ -312,7 +383,7 @@ mod tests {
         assert!(store.get(b"h5", t0 + DAY + 3600).is_some());
         assert_eq!(store.sweep(t0 + DAY + 3600), 1);
         assert_eq!(store.files(), 1);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "the next hour's file and its table");
         // Opening after the whole window deletes the rest.
         drop(store);
         let store = IdempotencyFiles::open(dir.path(), DAY, t0 + 3 * DAY).unwrap();
@@ -337,6 +408,43 @@ mod tests {
         assert_eq!(store.hours.lock().unwrap()[&0].candidates(fingerprint(a.as_bytes())).count(), 2);
         assert_eq!(store.get(a.as_bytes(), 20).unwrap().body, b"a");
         assert_eq!(store.get(b.as_bytes(), 20).unwrap().body, b"b");
+    }
+
+    #[test]
+    fn a_past_hour_is_opened_from_its_table_and_a_stale_or_damaged_table_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdempotencyFiles::open(dir.path(), DAY, 0).unwrap();
+        for i in 0..1500 {
+            store.put(&rec(i, &format!("k{i}"), &format!("b{i}"))).unwrap();
+        }
+        store.put(&rec(3600, "next-hour", "n")).unwrap();
+        assert_eq!(store.sweep(3601), 0);
+        let idx = idx_path(dir.path(), 0);
+        assert!(idx.exists(), "the past hour has its table");
+        assert!(!idx_path(dir.path(), 1).exists(), "the current hour has none");
+        drop(store);
+        let found = |now: i64| {
+            let s = IdempotencyFiles::open(dir.path(), DAY, now).unwrap();
+            let all = (0..1500).step_by(11).all(|i| {
+                s.get(format!("k{i}").as_bytes(), now).is_some_and(|r| r.body == format!("b{i}").into_bytes())
+            });
+            (all, s.hours.lock().unwrap()[&0].indexed)
+        };
+        assert_eq!(found(3700), (true, true), "opened from the table");
+        // A record added to that hour later makes the table stale: the file is scanned.
+        let s = IdempotencyFiles::open(dir.path(), DAY, 3700).unwrap();
+        s.put(&rec(10, "late", "l")).unwrap();
+        drop(s);
+        assert_eq!(found(3700), (true, false));
+        assert_eq!(IdempotencyFiles::open(dir.path(), DAY, 3700).unwrap().get(b"late", 3700).unwrap().body, b"l");
+        // A damaged table is ignored too.
+        let s = IdempotencyFiles::open(dir.path(), DAY, 3700).unwrap();
+        s.sweep(3700);
+        drop(s);
+        let mut b = fs::read(&idx).unwrap();
+        b[30] ^= 1;
+        fs::write(&idx, b).unwrap();
+        assert_eq!(found(3700), (true, false));
     }
 
     #[test]
