@@ -81,6 +81,7 @@ pub mod bench_support;
 pub mod cli;
 pub mod clock;
 pub mod domain;
+mod framing;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -120,3 +120,26 @@ async fn split_body(r: HttpResponse) -> (HttpResponse<()>, Vec<u8>) {
     let bytes = actix_web::body::to_bytes(body).await.map(|b| b.to_vec()).unwrap_or_default();
     (res, bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// The sled store an older version kept responses in (`app/`) is removed on open, and the
+    /// responses' own directory is made; what else is in the data directory stays.
+    #[test]
+    fn opening_removes_the_old_sled_store_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("app")).unwrap();
+        std::fs::write(dir.path().join("app/db"), b"old").unwrap();
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        let clock: SharedClock = Arc::new(ManualClock::new(time::macros::datetime!(2026-01-01 00:00 UTC)));
+        IdempotencyStore::open(dir.path(), clock).unwrap();
+        assert!(!dir.path().join("app").exists());
+        assert!(dir.path().join(IDEMPOTENCY_DIR).is_dir());
+        assert!(dir.path().join("log").is_dir());
+    }
+}

@@ -21,15 +21,16 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::framing::{self, Frames, HEADER};
+
 /// The directory inside the data directory.
 pub const IDEMPOTENCY_DIR: &str = "idempotency";
 
-const HEADER: usize = 8;
 const MAX_FRAME: usize = 16 << 20;
 const RECENT_MAX: usize = 1024;
 
@@ -46,17 +47,14 @@ pub struct Record {
 impl Record {
     fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(HEADER + 44 + self.key.len() + self.body.len());
-        v.extend_from_slice(&[0u8; HEADER]);
-        v.extend_from_slice(&self.created.to_le_bytes());
-        v.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
-        v.extend_from_slice(&self.key);
-        v.extend_from_slice(&self.fingerprint);
-        v.extend_from_slice(&self.status.to_le_bytes());
-        v.extend_from_slice(&self.body);
-        let len = (v.len() - HEADER) as u32;
-        let crc = crc32c::crc32c(&v[HEADER..]);
-        v[..4].copy_from_slice(&len.to_le_bytes());
-        v[4..8].copy_from_slice(&crc.to_le_bytes());
+        framing::append(&mut v, |v| {
+            v.extend_from_slice(&self.created.to_le_bytes());
+            v.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
+            v.extend_from_slice(&self.key);
+            v.extend_from_slice(&self.fingerprint);
+            v.extend_from_slice(&self.status.to_le_bytes());
+            v.extend_from_slice(&self.body);
+        });
         v
     }
 
@@ -158,13 +156,13 @@ impl Hour {
     fn read_payload(&self, offset: u64) -> Option<Vec<u8>> {
         let mut h = [0u8; HEADER];
         self.file.read_exact_at(&mut h, offset).ok()?;
-        let len = u32::from_le_bytes(h[..4].try_into().ok()?) as usize;
+        let (len, crc) = framing::header(&h);
         if len > MAX_FRAME {
             return None;
         }
         let mut p = vec![0u8; len];
         self.file.read_exact_at(&mut p, offset + HEADER as u64).ok()?;
-        (crc32c::crc32c(&p) == u32::from_le_bytes(h[4..].try_into().ok()?)).then_some(p)
+        (crc32c::crc32c(&p) == crc).then_some(p)
     }
 }
 
@@ -214,27 +212,17 @@ impl IdempotencyFiles {
                 continue;
             }
             let mut h = Hour { file, len: 0, sorted: Vec::new(), recent: Vec::new(), indexed: false };
-            let mut r = BufReader::with_capacity(256 << 10, h.file.try_clone().map_err(io)?);
-            let mut buf = Vec::new();
+            let r = BufReader::with_capacity(256 << 10, h.file.try_clone().map_err(io)?);
+            let mut frames = Frames::new(r, 0, MAX_FRAME);
             loop {
-                let mut head = [0u8; HEADER];
-                if r.read_exact(&mut head).is_err() {
-                    break;
+                let offset = frames.good;
+                let Some(p) = frames.next_frame() else { break };
+                // A whole frame whose key cannot be read is passed over: no lookup can find it.
+                if let Some(key) = Record::key_of(p) {
+                    h.add(fingerprint(key), offset);
                 }
-                let len = u32::from_le_bytes(head[..4].try_into().unwrap_or_default()) as usize;
-                if len > MAX_FRAME {
-                    break;
-                }
-                buf.resize(len, 0);
-                if r.read_exact(&mut buf).is_err()
-                    || crc32c::crc32c(&buf) != u32::from_le_bytes(head[4..].try_into().unwrap_or_default())
-                {
-                    break;
-                }
-                let Some(key) = Record::key_of(&buf) else { break };
-                h.add(fingerprint(key), h.len);
-                h.len += (HEADER + len) as u64;
             }
+            h.len = frames.good;
             // Whatever follows the last whole record is a torn write: cut it off, so the next
             // record lands where a scan finds it.
             if h.file.metadata().map_err(io)?.len() > h.len {

@@ -42,11 +42,11 @@ use uuid::Uuid;
 
 use super::AuditError;
 use super::access::{AccessEntry, AccessFilter, AccessKind, AccessPage, StoredAccess};
+use crate::framing::{self, Frames, HEADER};
 
 /// The directory of the access log inside the data directory.
 pub const ACCESS_DIR: &str = "access";
 
-const HEADER: usize = 8;
 const FIXED: usize = 49;
 /// A frame longer than this is damage, not an entry (entries are a few hundred bytes; a
 /// search's criteria are bounded by the URL length).
@@ -145,49 +145,14 @@ fn encode_frame(out: &mut Vec<u8>, seq: u64, e: &AccessEntry) {
         purpose: e.purpose.as_deref(),
     };
     let json = serde_json::to_vec(&rest).unwrap_or_default();
-    let start = out.len();
-    out.extend_from_slice(&[0u8; HEADER]);
-    out.extend_from_slice(&seq.to_be_bytes());
-    out.extend_from_slice(&nanos(e.at).to_be_bytes());
-    out.push(u8::from(e.course_id.is_some()) | (u8::from(e.account_id.is_some()) << 1));
-    out.extend_from_slice(e.course_id.unwrap_or_default().as_bytes());
-    out.extend_from_slice(e.account_id.unwrap_or_default().as_bytes());
-    out.extend_from_slice(&json);
-    let payload_len = out.len() - start - HEADER;
-    let crc = crc32c::crc32c(&out[start + HEADER..]);
-    out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// Reads frames one by one; stops (returns `None`) at the end or at the first frame that is
-/// short, too long or fails its CRC, leaving `good` at the end of the last whole frame.
-struct Frames<R> {
-    r: R,
-    good: u64,
-    buf: Vec<u8>,
-}
-
-impl<R: Read> Frames<R> {
-    fn new(r: R, at: u64) -> Self {
-        Frames { r, good: at, buf: Vec::new() }
-    }
-
-    fn next_frame(&mut self) -> Option<&[u8]> {
-        let mut h = [0u8; HEADER];
-        self.r.read_exact(&mut h).ok()?;
-        let len = u32::from_le_bytes(h[..4].try_into().ok()?) as usize;
-        let crc = u32::from_le_bytes(h[4..].try_into().ok()?);
-        if !(FIXED..=MAX_FRAME).contains(&len) {
-            return None;
-        }
-        self.buf.resize(len, 0);
-        self.r.read_exact(&mut self.buf).ok()?;
-        if crc32c::crc32c(&self.buf) != crc {
-            return None;
-        }
-        self.good += (HEADER + len) as u64;
-        Some(&self.buf)
-    }
+    framing::append(out, |out| {
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&nanos(e.at).to_be_bytes());
+        out.push(u8::from(e.course_id.is_some()) | (u8::from(e.account_id.is_some()) << 1));
+        out.extend_from_slice(e.course_id.unwrap_or_default().as_bytes());
+        out.extend_from_slice(e.account_id.unwrap_or_default().as_bytes());
+        out.extend_from_slice(&json);
+    });
 }
 
 /// What is known of one file without reading it.
@@ -262,32 +227,30 @@ impl Summary {
         if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) || !body.starts_with(SUM_MAGIC) {
             return None;
         }
-        let mut r = &body[SUM_MAGIC.len()..];
-        let mut u64_ = || -> Option<u64> {
-            let (n, rest) = r.split_at_checked(8)?;
-            r = rest;
-            Some(u64::from_le_bytes(n.try_into().ok()?))
-        };
+        let mut r = Cursor(&body[SUM_MAGIC.len()..]);
         let [name_seq, len, count, first_seq, last_seq, min_at, max_at] =
-            [u64_()?, u64_()?, u64_()?, u64_()?, u64_()?, u64_()?, u64_()?];
-        let n = usize::try_from(u64_()?).ok()?;
-        let mut courses = Vec::with_capacity(n.min(1 << 20));
-        for _ in 0..n {
-            let (c, rest) = r.split_at_checked(16)?;
-            r = rest;
-            courses.push(Uuid::from_bytes(c.try_into().ok()?));
-        }
-        let mut u64_ = || -> Option<u64> {
-            let (n, rest) = r.split_at_checked(8)?;
-            r = rest;
-            Some(u64::from_le_bytes(n.try_into().ok()?))
-        };
-        let m = usize::try_from(u64_()?).ok()?;
-        let mut marks = Vec::with_capacity(m.min(1 << 20));
-        for _ in 0..m {
-            marks.push((u64_()?, u64_()?));
-        }
+            [r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?];
+        let n = usize::try_from(r.u64()?).ok()?;
+        let courses =
+            (0..n).map(|_| Some(Uuid::from_bytes(r.take(16)?.try_into().ok()?))).collect::<Option<Vec<_>>>()?;
+        let m = usize::try_from(r.u64()?).ok()?;
+        let marks = (0..m).map(|_| Some((r.u64()?, r.u64()?))).collect::<Option<Vec<_>>>()?;
         Some(Summary { name_seq, len, count, first_seq, last_seq, min_at, max_at, courses, marks })
+    }
+}
+
+/// Reads a summary front to back.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 }
 
@@ -331,13 +294,13 @@ fn sum_path(dir: &Path, name_seq: u64) -> PathBuf {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), AuditError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    crate::log::segment::sync_dir(dir).map_err(io)
 }
 
 /// Scans a whole file: its summary, the courses, and where its whole frames end.
 fn scan(path: &Path, name_seq: u64) -> Result<(Summary, HashSet<Uuid>), AuditError> {
     let f = File::open(path).map_err(io)?;
-    let mut frames = Frames::new(BufReader::with_capacity(256 << 10, f), 0);
+    let mut frames = Frames::new(BufReader::with_capacity(256 << 10, f), 0, MAX_FRAME);
     let mut sum = Summary::empty(name_seq);
     let mut courses = HashSet::new();
     loop {
@@ -536,7 +499,7 @@ impl AccessFiles {
             let start = after.and_then(|c| s.marks.iter().rev().find(|(seq, _)| *seq <= c)).map_or(0, |(_, o)| *o);
             file.seek(SeekFrom::Start(start)).map_err(io)?;
             let r = BufReader::with_capacity(64 << 10, file.take(s.len.saturating_sub(start)));
-            let mut frames = Frames::new(r, start);
+            let mut frames = Frames::new(r, start, MAX_FRAME);
             while let Some(p) = frames.next_frame() {
                 let Some(h) = Head::parse(p) else { break };
                 if after.is_some_and(|c| h.seq <= c)
@@ -668,11 +631,12 @@ impl AccessFiles {
         let path = data_path(&self.dir, s.name_seq);
         let tmp = path.with_extension("acc.tmp");
         let src = File::open(&path).map_err(io)?;
-        let mut frames = Frames::new(BufReader::with_capacity(256 << 10, src.take(s.len)), 0);
+        let mut frames = Frames::new(BufReader::with_capacity(256 << 10, src.take(s.len)), 0, MAX_FRAME);
         let mut out = std::io::BufWriter::with_capacity(256 << 10, File::create(&tmp).map_err(io)?);
         let mut sum = Summary::empty(s.name_seq);
         let mut courses = HashSet::new();
         let mut dropped = 0;
+        let mut frame = Vec::new();
         while let Some(p) = frames.next_frame() {
             let Some(h) = Head::parse(p) else { break };
             if h.at < cutoff {
@@ -680,10 +644,9 @@ impl AccessFiles {
                 continue;
             }
             let frame_len = (HEADER + p.len()) as u64;
-            let crc = crc32c::crc32c(p);
-            out.write_all(&(p.len() as u32).to_le_bytes()).map_err(io)?;
-            out.write_all(&crc.to_le_bytes()).map_err(io)?;
-            out.write_all(p).map_err(io)?;
+            frame.clear();
+            framing::append(&mut frame, |o| o.extend_from_slice(p));
+            out.write_all(&frame).map_err(io)?;
             sum.add(&h, sum.len, frame_len, &mut courses);
         }
         let out = out.into_inner().map_err(|e| io(e.into_error()))?;
