@@ -70,7 +70,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use course::{CourseView, Observation, Recorded};
-use obs_list::ObsList;
+use obs_list::{ChunkReader, ChunkSource, ObsList};
 pub use views::{
     ActionItem, ActionState, ComplianceState, ContactFrequency, CourseStatus, Cursor, EventDetail, HistoryFilter,
     HistoryPage, MyCourse,
@@ -244,6 +244,8 @@ struct Inner {
     /// The CRCs of each course's sealed chunks as stored, for the next head. Only persists use
     /// it, one at a time; it changes only when a persist's writes all succeeded.
     chunk_crcs: Mutex<HashMap<CourseId, Vec<u32>>>,
+    /// Reads sealed chunks back from `tree` for views whose memory forgot them.
+    chunks: Arc<StoreChunks>,
     /// Records and bytes written by persists so far.
     persist_records: AtomicU64,
     persist_bytes: AtomicU64,
@@ -501,13 +503,39 @@ fn chunk_key(id: CourseId, chunk: u32) -> [u8; 21] {
     k
 }
 
+/// The projection store as the source of sealed chunks ([`ObsList::drop_cold`] forgets a
+/// record the store holds). The tree is set once the store is open for good (see
+/// [`Projections::open`]); until then nothing reads a chunk back.
+#[derive(Default)]
+struct StoreChunks {
+    tree: std::sync::OnceLock<sled::Tree>,
+}
+
+impl ChunkReader for StoreChunks {
+    fn read(&self, course: CourseId, chunk: u32) -> Option<Vec<u8>> {
+        let tree = self.tree.get()?;
+        match tree.get(chunk_key(course, chunk)) {
+            Ok(v) => v.map(|v| v.to_vec()),
+            Err(e) => {
+                tracing::error!(course = %course.0, chunk, error = %e, "projections: reading a sealed chunk back failed");
+                None
+            }
+        }
+    }
+}
+
+fn chunk_source(chunks: &Arc<StoreChunks>, course: CourseId) -> ChunkSource {
+    let reader: std::sync::Weak<dyn ChunkReader> = Arc::downgrade(chunks) as _;
+    ChunkSource { reader, course }
+}
+
 /// What [`load`] returns: the checkpoint, the views and their chunks' CRCs.
 type Loaded = (u64, HashMap<CourseId, Arc<CourseView>>, HashMap<CourseId, Vec<u32>>);
 
 /// Loads the store; `Err(reason)` when it must be rebuilt. A head names its chunks by CRC:
 /// chunks past those it names (sealed by a persist that did not finish) are ignored, and a named
 /// chunk that is missing or another one (rewritten by such a persist) makes the store rebuild.
-fn load(tree: &sled::Tree, log_head: u64) -> Result<Loaded, String> {
+fn load(tree: &sled::Tree, log_head: u64, chunks_from: &Arc<StoreChunks>) -> Result<Loaded, String> {
     let format = tree.get(KEY_FORMAT).map_err(|e| format!("unreadable: {e}"))?;
     let checkpoint = tree.get(KEY_CHECKPOINT).map_err(|e| format!("unreadable: {e}"))?;
     let (Some(format), Some(checkpoint)) = (format, checkpoint) else {
@@ -542,15 +570,16 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<Loaded, String> {
         if codec::record_crc(v) != Some(want) {
             return Err(format!("chunk {chunk} of course {} is not the one its head names", id.0));
         }
-        // Decoded here only to be sure it can be: memory keeps it encoded until it is read.
+        // Decoded here only to be sure it can be: memory keeps only its CRC, and a read fetches
+        // it back from the store.
         let obs = codec::decode_chunk(v).ok_or_else(|| format!("undecodable chunk of course {}", id.0))?;
         if obs.len() != codec::CHUNK_OBS {
             return Err(format!("chunk {chunk} of course {} is not full", id.0));
         }
-        Ok(Some((id, chunk, (v.to_vec(), obs_list::newest(&obs)))))
+        Ok(Some((id, chunk, (want, obs_list::newest(&obs)))))
     })?;
     drop(chunks_raw);
-    let mut sealed: HashMap<CourseId, Vec<(Vec<u8>, obs_list::TimeKey)>> = HashMap::new();
+    let mut sealed: HashMap<CourseId, Vec<(u32, obs_list::TimeKey)>> = HashMap::new();
     for (id, chunk, chunk_obs) in chunks.into_iter().flatten() {
         let Some((_, crcs)) = heads.get(&id) else { continue };
         let course_chunks = sealed.entry(id).or_insert_with(|| Vec::with_capacity(crcs.len()));
@@ -567,7 +596,7 @@ fn load(tree: &sled::Tree, log_head: u64) -> Result<Loaded, String> {
             return Err(format!("course {} is missing sealed chunks", id.0));
         }
         let tail = view.observations.take_tail();
-        view.observations = ObsList::from_parts(course_chunks, tail);
+        view.observations = ObsList::from_store(course_chunks, tail, chunk_source(chunks_from, id));
         courses.insert(id, Arc::new(view));
         if !crcs.is_empty() {
             chunk_crcs.insert(id, crcs);
@@ -615,7 +644,8 @@ impl Projections {
                 open_store(&config.dir)?
             }
         };
-        let (checkpoint, courses, chunk_crcs) = match load(&tree, log.committed()) {
+        let chunks = Arc::new(StoreChunks::default());
+        let (checkpoint, courses, chunk_crcs) = match load(&tree, log.committed(), &chunks) {
             Ok(loaded) => loaded,
             Err(reason) => {
                 tracing::warn!(%reason, "projections: rebuilding the store from the log");
@@ -632,6 +662,8 @@ impl Projections {
         } else {
             (db, tree)
         };
+        // The views loaded read their sealed chunks from here on.
+        let _ = chunks.tree.set(tree.clone());
         if checkpoint == 0 {
             // Mark the format now, so an empty store is recognisably ours (a store with a format
             // and no checkpoint does not load, and is rebuilt).
@@ -665,6 +697,7 @@ impl Projections {
                 persisted: AtomicU64::new(checkpoint),
                 skipped: AtomicU64::new(0),
                 chunk_crcs: Mutex::new(chunk_crcs),
+                chunks,
                 persist_records: AtomicU64::new(0),
                 persist_bytes: AtomicU64::new(0),
             }),
@@ -1013,21 +1046,32 @@ impl Projections {
     }
 
     /// Drops the decoded form of sealed observation chunks no read has used since the last
-    /// sweep, so memory holds the history encoded and only what is being read decoded. Views a
-    /// persist still holds are left for next time. Returns how many chunks were dropped and how
-    /// many views were held.
+    /// sweep, and the records of those the store holds, so memory holds the history only while
+    /// it is being read (and what the store does not have yet, encoded). Views a persist still
+    /// holds are left for next time. Returns how many chunks were dropped and how many views
+    /// were held.
     fn drop_cold_observations(&self) -> (usize, usize) {
         let started = Instant::now();
         let (mut dropped, mut held) = (0, 0);
         let mut cold = Vec::new();
+        // Persists change the CRCs, and none is in flight during a sweep; taken before the state,
+        // as a persist does.
+        let stored = self.inner.chunk_crcs.lock().unwrap_or_else(|p| p.into_inner());
         let mut st = self.write();
-        for view in st.courses.values_mut() {
+        for (id, view) in st.courses.iter_mut() {
             match Arc::get_mut(view) {
-                Some(v) => dropped += v.observations.drop_cold(&mut cold),
+                Some(v) => {
+                    if !v.observations.has_source() {
+                        v.observations.set_source(chunk_source(&self.inner.chunks, *id));
+                    }
+                    let crcs = stored.get(id).map_or(&[][..], |c| c.as_slice());
+                    dropped += v.observations.drop_cold(&mut cold, crcs);
+                }
                 None => held += 1,
             }
         }
         drop(st);
+        drop(stored);
         let locked = started.elapsed();
         // Freed after the lock: thousands of chunks (and the vectors inside their observations)
         // took up to 11 ms to free, every read and the follower waiting.
@@ -1122,9 +1166,14 @@ impl Projections {
     // -----------------------------------------------------------------------------------------
     // reads
 
-    /// A copy of a course's fold (tests, tools).
+    /// A copy of a course's fold (tests, tools), whole: its sealed chunks read back from the
+    /// store if memory had forgotten them, so the copy may outlive the engine.
     pub fn course_view(&self, id: CourseId) -> Option<CourseView> {
-        self.read().courses.get(&id).map(|v| CourseView::clone(v))
+        self.read().courses.get(&id).map(|v| {
+            let mut copy = CourseView::clone(v);
+            copy.observations = v.observations.detached();
+            copy
+        })
     }
 
     pub fn course_ids(&self) -> Vec<CourseId> {

@@ -491,7 +491,9 @@ fn sealed_chunks_are_decoded_while_read_and_dropped_when_cold() {
     let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap();
     let course = f.course;
     let decoded = |p: &Projections| p.read().courses.get(&course).map(|v| v.observations.decoded_chunks());
+    let recorded = |p: &Projections| p.read().courses.get(&course).map(|v| v.observations.recorded_chunks());
     assert_eq!(decoded(&p), Some(0), "loaded encoded");
+    assert_eq!(recorded(&p), Some(0), "loaded as the store holds them: memory keeps neither form");
     let page = p.contact_history(f.course, &HistoryFilter::default(), None, 500).unwrap().unwrap();
     assert_eq!(page.items.len(), 200, "contacts and meetings, all of them");
     assert_eq!(decoded(&p), Some(3), "decoded by the read");
@@ -512,6 +514,7 @@ fn sealed_chunks_are_decoded_while_read_and_dropped_when_cold() {
     assert_eq!(p.drop_cold_observations().0, 0, "the correction's search, newest first, used them");
     assert_eq!(p.drop_cold_observations().0, 3);
     assert_eq!(decoded(&p), Some(0));
+    assert_eq!(recorded(&p), Some(1), "the changed chunk is held encoded until the store has it");
     let corrected = all_views(&p);
     assert!(matches!(corrected[0].1.observations[0].status, course::ObsStatus::Corrected { .. }));
     assert_eq!(corrected, folded(&f, &p));
@@ -520,9 +523,15 @@ fn sealed_chunks_are_decoded_while_read_and_dropped_when_cold() {
     let held = p.read().courses.get(&f.course).cloned();
     assert_eq!(p.drop_cold_observations(), (0, 1));
     drop(held);
-    // What the store gets after the correction is the changed chunk, encoded again.
-    let corrected = all_views(&p);
+    // What the store gets after the correction is the changed chunk, encoded again; then
+    // memory forgets it too, and reads it back as changed.
     p.catch_up_to(u64::MAX, true).unwrap();
+    p.drop_cold_observations();
+    p.drop_cold_observations();
+    assert_eq!((decoded(&p), recorded(&p)), (Some(0), Some(0)));
+    let corrected = all_views(&p);
+    assert!(matches!(corrected[0].1.observations[0].status, course::ObsStatus::Corrected { .. }));
+    assert_eq!(corrected, folded(&f, &p));
     drop(p);
     let (reopened, report) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
     assert_eq!(report.rebuilt, None);
@@ -642,7 +651,7 @@ fn a_persist_in_the_background_writes_the_state_at_its_checkpoint() {
     assert_eq!(p.applied(), head);
     p.finish_in_flight(&mut p.inner.applier.lock().unwrap());
     assert_eq!(p.checkpoint(), at);
-    let (checkpoint, stored, _) = load(&p.inner.tree, head).unwrap();
+    let (checkpoint, stored, _) = load(&p.inner.tree, head, &p.inner.chunks).unwrap();
     assert_eq!(checkpoint, at);
     let mut stored: Vec<(CourseId, CourseView)> =
         stored.into_iter().map(|(id, v)| (id, CourseView::clone(&v))).collect();
@@ -666,7 +675,7 @@ fn open_partial(f: &Fixture, c: ProjectionConfig, n: u64) -> Projections {
             log: f.log.clone(),
             clock: Arc::new(f.clock.clone()),
             config: c,
-            tree,
+            tree: tree.clone(),
             _db: db,
             state: RwLock::new(State::default()),
             applier: Mutex::new(Applier {
@@ -679,6 +688,11 @@ fn open_partial(f: &Fixture, c: ProjectionConfig, n: u64) -> Projections {
             persisted: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             chunk_crcs: Mutex::new(HashMap::new()),
+            chunks: {
+                let chunks = Arc::new(StoreChunks::default());
+                let _ = chunks.tree.set(tree.clone());
+                chunks
+            },
             persist_records: AtomicU64::new(0),
             persist_bytes: AtomicU64::new(0),
         }),
