@@ -17,8 +17,8 @@ What it does:
      (skipped when --rate is given);
   4. runs the mix paced at RATE requests/s (default half the peak) for the duration, with wrk's
      Lua `delay()` hook holding the rate;
-  5. samples the server's VmRSS and anonymous memory (/proc/PID/status, smaps_rollup) and the
-     log's head position (/metrics) every second;
+  5. samples the server's VmRSS and anonymous memory (/proc/PID/status, smaps_rollup), the
+     log's head position and the allocator's bytes in use and kept free (/metrics) every second;
   6. stops the server gracefully, runs `vivirk verify` on the data dir and measures a fresh
      server on the data (below).
 
@@ -321,7 +321,9 @@ def run_wrk(server, script, seconds, connections, threads, timeout, out_path, sa
                 try:
                     rss, anon = memory(server.pid)
                     m = server.metrics()
-                    samples.append((time.time() - t0, rss, anon, int(m.get("vivirk_log_head_position", 0))))
+                    samples.append((time.time() - t0, rss, anon, int(m.get("vivirk_log_head_position", 0)),
+                                    int(m.get("vivirk_malloc_in_use_bytes", 0)) // 1024,
+                                    int(m.get("vivirk_malloc_free_bytes", 0)) // 1024))
                 except Exception as e:  # the sample is lost, the run goes on; errors show in wrk's counts
                     print(f"  (sample failed: {e})", file=sys.stderr)
             time.sleep(1)
@@ -448,15 +450,17 @@ def main():
 
     # Memory of the running server.
     with open(os.path.join(out_dir, "samples.csv"), "w") as f:
-        f.write("seconds,rss_kib,anon_kib,head_position\n")
+        f.write("seconds,rss_kib,anon_kib,head_position,malloc_in_use_kib,malloc_free_kib\n")
         for s_ in samples:
-            f.write(f"{s_[0]:.1f},{s_[1]},{s_[2]},{s_[3]}\n")
+            f.write(",".join([f"{s_[0]:.1f}"] + [str(x) for x in s_[1:]]) + "\n")
     warm_at = max(10.0, seconds * a.warmup)
     base_s = [s_ for s_ in samples if abs(s_[0] - warm_at) <= 5] or samples[:1]
     end_s = samples[-10:]
     rss_warm, rss_end = mean([s_[1] for s_ in base_s]), mean([s_[1] for s_ in end_s])
     anon_warm, anon_end = mean([s_[2] for s_ in base_s]), mean([s_[2] for s_ in end_s])
     head_warm, head_end = mean([s_[3] for s_ in base_s]), mean([s_[3] for s_ in end_s])
+    use_warm, use_end = mean([s_[4] for s_ in base_s]), mean([s_[4] for s_ in end_s])
+    free_warm, free_end = mean([s_[5] for s_ in base_s]), mean([s_[5] for s_ in end_s])
     growth = (rss_end / rss_warm - 1) * 100 if rss_warm else 0.0
     events = head_end - head_warm
     per_k = (rss_end - rss_warm) / events * 1000 if events > 0 else float("nan")
@@ -465,6 +469,9 @@ def main():
           f"{rss_warm / 1024:.1f} MiB, end {rss_end / 1024:.1f} MiB, max {rss_max / 1024:.1f} MiB: "
           f"growth {growth:+.1f} % (limit {a.max_growth:g} %)")
     print(f"  anonymous memory: after warm-up {anon_warm / 1024:.1f} MiB, end {anon_end / 1024:.1f} MiB")
+    if use_end:
+        print(f"  allocator (glibc): in use {use_warm / 1024:.1f} -> {use_end / 1024:.1f} MiB, kept free in its arenas "
+              f"{free_warm / 1024:.1f} -> {free_end / 1024:.1f} MiB")
     print(f"  events appended after warm-up: {events:.0f} (head {head_warm:.0f} -> {head_end:.0f}); "
           f"RSS growth per 1,000 events: {per_k:.0f} KiB")
     if growth >= a.max_growth:
@@ -493,6 +500,8 @@ def main():
                "statuses": statuses, "socket_errors": sock, "sent": counts.get("sent"),
                "rss_kib": {"before": rss_before, "warm": rss_warm, "end": rss_end, "max": rss_max},
                "anon_kib": {"warm": anon_warm, "end": anon_end}, "growth_percent": growth,
+               "malloc_in_use_kib": {"warm": use_warm, "end": use_end},
+               "malloc_free_kib": {"warm": free_warm, "end": free_end},
                "events_after_warmup": events, "rss_kib_per_1000_events": per_k,
                "fresh_rss_kib": {"before": fresh0[0], "after": fresh1[0]},
                "fresh_heads": {"before": fresh0[2], "after": fresh1[2]}, "fresh_kib_per_1000_events": data_per_k,

@@ -73,6 +73,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         let _ = writeln!(out, "# TYPE {name} {kind}");
         let _ = writeln!(out, "{name} {v}");
     }
+    if let Some((in_use, free)) = crate::allocator_stats() {
+        let _ = writeln!(out, "# HELP vivirk_malloc_in_use_bytes Heap allocated and not freed.");
+        let _ = writeln!(out, "# TYPE vivirk_malloc_in_use_bytes gauge");
+        let _ = writeln!(out, "vivirk_malloc_in_use_bytes {in_use}");
+        let _ = writeln!(out, "# HELP vivirk_malloc_free_bytes Freed heap the allocator keeps for reuse.");
+        let _ = writeln!(out, "# TYPE vivirk_malloc_free_bytes gauge");
+        let _ = writeln!(out, "vivirk_malloc_free_bytes {free}");
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
 }
 
