@@ -3,26 +3,38 @@
 //!
 //! Why not one sled key per event: on this class of machine a sled insert costs 8–10 µs, and an
 //! event needs two or three of them, which caps durable appends far below what group commit
-//! delivers. So the writer updates memory, and sled receives the index in chunks:
+//! delivers. So the writer updates memory, and a persist writes the new events' entries to a file
+//! of fixed 24-byte slots, `entries.idx` (position `p` at byte `(p - 1) * 24`: `event_id[16]
+//! stream_no u32 offset u32`), and the rest to sled:
 //!
 //! | sled key                 | value                                                        |
 //! |--------------------------|--------------------------------------------------------------|
-//! | `c` block(BE u64)        | for positions `block*4096+1 ..`: per event `event_id[16] stream_no u32 offset u32` |
+//! | `k` block(BE u64)        | how many slots of block `block` (positions `block*4096+1 ..`) the CRC covers, u32, and their CRC32C, u32 |
 //! | `n` stream_no(BE u32)    | the stream's index key                                       |
 //! | `h` stream_no(BE u32)    | version u64, stream_hash[32] as of the checkpoint            |
 //! | `m:checkpoint`           | the last position persisted, u64                             |
 //!
-//! A persist writes single keys, in an order that makes every prefix of it harmless (sled's
-//! batches take its process-wide lock exclusively, which can deadlock it; see `crate::open_sled`):
-//! the chunks it touches, new stream numbers, moved heads, and the checkpoint **last**. Only what
-//! is at or before the checkpoint is loaded: chunk entries after it are ignored, and a head
+//! Why the entries are not in sled (they were, as `c` block keys of 4,096 entries, until
+//! 2026-11-28; an older store is moved at open): sled keeps every node it writes in memory for
+//! as long as its handle lives, whatever its cache bound, so the index's 24 bytes per event were
+//! held twice, growing with the record. The file is read once at open and then only written.
+//!
+//! A persist writes the file (`fdatasync`ed: sled's own writes reach its disk in the background,
+//! and a checkpoint must never name slots the file could lose), then single sled keys, in an
+//! order that makes every prefix of it harmless (sled's batches take its process-wide lock
+//! exclusively, which can deadlock it; see `crate::open_sled`): the CRCs of the blocks it
+//! touched, new stream numbers, moved heads, and the checkpoint **last**. Only what is at or
+//! before the checkpoint is loaded: slots after it are ignored (and written again), and a head
 //! ahead of it is left for the catch-up, which re-reads those events from the log and rewrites
-//! the same keys with the same values. It is persisted when a block fills, about once a second
+//! the same slots and keys with the same values. A block whose slots do not match its CRC, or a
+//! file shorter than the checkpoint, makes the log rebuild the index. It is persisted when a block fills, about once a second
 //! otherwise, and at shutdown, and never flushed on the request path: after a crash the index is
 //! behind the log (never ahead: it is written after the log's fsync) and catches up from the
 //! checkpoint.
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::RwLock;
 
@@ -33,6 +45,8 @@ use super::envelope::Hash;
 pub const BLOCK: u64 = 4096;
 const ENTRY: usize = 24;
 const CHECKPOINT: &[u8] = b"m:checkpoint";
+/// The slots file, beside sled's files in the index directory.
+const ENTRIES_FILE: &str = "entries.idx";
 
 /// Where a record lives: its global position (which names the segment) and its byte offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +66,8 @@ pub struct StreamHead {
 pub enum IndexError {
     #[error("index storage: {0}")]
     Sled(#[from] sled::Error),
+    #[error("index entries file: {0}")]
+    Io(#[from] std::io::Error),
     #[error("index entry is malformed: {0}")]
     Malformed(&'static str),
 }
@@ -246,8 +262,64 @@ struct Mem {
 pub struct Index {
     db: sled::Db,
     tree: sled::Tree,
+    /// `entries.idx`: one 24-byte slot per position.
+    entries: File,
+    /// The block the next persisted position falls in, its slots persisted and their CRC (only
+    /// persists use it, one at a time; it moves when one succeeds).
+    tail: std::sync::Mutex<BlockCrc>,
     mem: RwLock<Mem>,
     persisting: std::sync::Mutex<()>,
+}
+
+/// A block of the entries file as far as it is persisted: `slots` slots, with this CRC32C.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct BlockCrc {
+    block: u64,
+    slots: u64,
+    crc: u32,
+}
+
+fn block_crc_value(slots: u64, crc: u32) -> [u8; 8] {
+    let mut v = [0u8; 8];
+    v[..4].copy_from_slice(&(slots as u32).to_le_bytes());
+    v[4..].copy_from_slice(&crc.to_le_bytes());
+    v
+}
+
+/// Moves the entries of an index persisted before they had a file of their own (`c` block keys
+/// in sled) into the file: written and synced, their blocks' CRCs inserted, then the old keys
+/// removed. A crash in between leaves the old keys, and the next open moves them again.
+fn move_chunks_to_file(tree: &sled::Tree, entries: &File, checkpoint: u64) -> Result<(), IndexError> {
+    let mut blocks = Vec::new();
+    let mut position = 0u64;
+    for item in tree.scan_prefix(b"c") {
+        let (k, v) = item?;
+        let block = u64::from_be_bytes(k[1..].try_into().map_err(|_| IndexError::Malformed("chunk key"))?);
+        if block * BLOCK >= checkpoint {
+            break;
+        }
+        if block * BLOCK != position || v.len() % ENTRY != 0 {
+            return Err(IndexError::Malformed("chunks are not contiguous"));
+        }
+        let slots = ((v.len() / ENTRY) as u64).min(checkpoint - block * BLOCK);
+        let bytes = &v[..slots as usize * ENTRY];
+        entries.write_all_at(bytes, block * BLOCK * ENTRY as u64)?;
+        blocks.push((block, slots, crc32c::crc32c(bytes)));
+        position += slots;
+    }
+    if position < checkpoint {
+        return Err(IndexError::Malformed("chunks end before the checkpoint"));
+    }
+    entries.sync_data()?;
+    for (block, slots, crc) in blocks {
+        tree.insert(be_key(b'k', &block.to_be_bytes()), &block_crc_value(slots, crc))?;
+    }
+    let old: Vec<sled::IVec> = tree.scan_prefix(b"c").keys().collect::<Result<_, _>>()?;
+    for k in old {
+        tree.remove(k)?;
+    }
+    tracing::info!(checkpoint, "index: entries moved out of sled into their own file");
+    Ok(())
 }
 
 /// One event to add, as the writer or the catch-up sees it.
@@ -266,7 +338,7 @@ fn be_key(prefix: u8, n: &[u8]) -> Vec<u8> {
 }
 
 impl Index {
-    /// Opens sled and loads the persisted index into memory.
+    /// Opens sled and the entries file and loads the persisted index into memory.
     pub fn open(path: &Path) -> Result<Self, IndexError> {
         // sled writes its buffers out in the background (a crash loses at most what the next
         // open catches up from the log); we never wait for it.
@@ -276,6 +348,15 @@ impl Index {
             None => 0,
             Some(v) => u64::from_le_bytes(v.as_ref().try_into().map_err(|_| IndexError::Malformed("checkpoint"))?),
         };
+        let entries = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path.join(ENTRIES_FILE))?;
+        if tree.scan_prefix(b"c").next().is_some() {
+            move_chunks_to_file(&tree, &entries, checkpoint)?;
+        }
         let mut mem = Mem { unpersisted_from: checkpoint + 1, ..Mem::default() };
         for item in tree.scan_prefix(b"n") {
             let (k, v) = item?;
@@ -292,22 +373,38 @@ impl Index {
         // Positions by stream number, so loading an event hashes nothing but its id; moved into
         // the streams map once per stream at the end.
         let mut by_no: Vec<Positions> = vec![Positions::default(); mem.stream_keys.len()];
-        let mut position = 0u64;
-        for item in tree.scan_prefix(b"c") {
+        let mut crcs: HashMap<u64, (u64, u32)> = HashMap::new();
+        for item in tree.scan_prefix(b"k") {
             let (k, v) = item?;
-            let block = u64::from_be_bytes(k[1..].try_into().map_err(|_| IndexError::Malformed("chunk key"))?);
-            if block * BLOCK >= checkpoint {
-                // Written by a persist whose checkpoint did not make it: the catch-up redoes it.
-                break;
-            }
-            if block * BLOCK != position || v.len() % ENTRY != 0 {
-                return Err(IndexError::Malformed("chunks are not contiguous"));
-            }
-            for e in v.chunks_exact(ENTRY) {
-                position += 1;
-                if position > checkpoint {
-                    break;
+            let block = u64::from_be_bytes(k[1..].try_into().map_err(|_| IndexError::Malformed("block key"))?);
+            let (len, crc) = match v.as_ref() {
+                [a, b, c, d, e, f, g, h] => {
+                    (u32::from_le_bytes([*a, *b, *c, *d]), u32::from_le_bytes([*e, *f, *g, *h]))
                 }
+                _ => return Err(IndexError::Malformed("block checksum")),
+            };
+            crcs.insert(block, (u64::from(len), crc));
+        }
+        if entries.metadata()?.len() < checkpoint * ENTRY as u64 {
+            return Err(IndexError::Malformed("the entries file ends before the checkpoint"));
+        }
+        let mut tail = BlockCrc::default();
+        let mut buf = vec![0u8; BLOCK as usize * ENTRY];
+        let mut position = 0u64;
+        for block in 0..checkpoint.div_ceil(BLOCK) {
+            let needed = (checkpoint - block * BLOCK).min(BLOCK);
+            let &(len, crc) = crcs.get(&block).ok_or(IndexError::Malformed("a block has no checksum"))?;
+            if len < needed || len > BLOCK {
+                return Err(IndexError::Malformed("a block's checksum covers less than the checkpoint"));
+            }
+            let bytes = &mut buf[..len as usize * ENTRY];
+            entries.read_exact_at(bytes, block * BLOCK * ENTRY as u64)?;
+            if crc32c::crc32c(bytes) != crc {
+                return Err(IndexError::Malformed("a block does not match its checksum"));
+            }
+            let used = &bytes[..needed as usize * ENTRY];
+            for e in used.chunks_exact(ENTRY) {
+                position += 1;
                 let id = Uuid::from_slice(&e[..16]).map_err(|_| IndexError::Malformed("event id"))?;
                 let no = u32::from_le_bytes(e[16..20].try_into().map_err(|_| IndexError::Malformed("entry"))?);
                 let offset = u32::from_le_bytes(e[20..24].try_into().map_err(|_| IndexError::Malformed("entry"))?);
@@ -315,13 +412,14 @@ impl Index {
                 mem.ids.insert(id, position);
                 mem.offsets.push(offset);
             }
+            tail = BlockCrc { block, slots: needed, crc: crc32c::crc32c(used) };
+        }
+        if tail.slots == BLOCK {
+            tail = BlockCrc { block: tail.block + 1, slots: 0, crc: 0 };
         }
         for (no, positions) in by_no.into_iter().enumerate() {
             let s = mem.streams.get_mut(&mem.stream_keys[no]).ok_or(IndexError::Malformed("unknown stream"))?;
             s.positions = positions;
-        }
-        if position < checkpoint {
-            return Err(IndexError::Malformed("chunks end before the checkpoint"));
         }
         for item in tree.scan_prefix(b"h") {
             let (k, v) = item?;
@@ -343,12 +441,19 @@ impl Index {
             }
             s.hash = Hash(v[8..40].try_into().map_err(|_| IndexError::Malformed("head"))?);
         }
-        // Loading read every chunk through sled, which keeps the pages it read for as long as the
+        // Loading read every key through sled, which keeps the pages it read for as long as the
         // handle lives (its cache bound does not apply to them): a store reopened holds none.
         drop((tree, db));
         let db = crate::open_sled(path, Some(1000))?;
         let tree = db.open_tree("index")?;
-        Ok(Index { db, tree, mem: RwLock::new(mem), persisting: std::sync::Mutex::new(()) })
+        Ok(Index {
+            db,
+            tree,
+            entries,
+            tail: std::sync::Mutex::new(tail),
+            mem: RwLock::new(mem),
+            persisting: std::sync::Mutex::new(()),
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Mem> {
@@ -464,10 +569,11 @@ impl Index {
         !m.unpersisted.is_empty() && (from - 1) / BLOCK != (from - 1 + m.unpersisted.len() as u64) / BLOCK
     }
 
-    /// Writes everything not yet in sled: the chunks it touches (rewritten whole), new stream
-    /// numbers, moved heads and, last, the checkpoint, each a single-key insert (see the module
-    /// header for why any prefix of that is safe). The in-memory index is locked only to take a
-    /// snapshot, so readers and the writer never wait for sled's I/O.
+    /// Writes everything not yet persisted: the new events' slots to the entries file (synced),
+    /// then the CRCs of the blocks they fall in, new stream numbers, moved heads and, last, the
+    /// checkpoint, each a single-key sled insert (see the module header for why any prefix of that
+    /// is safe). The in-memory index is locked only to take a snapshot, so readers and the writer
+    /// never wait for the I/O.
     pub fn persist(&self) -> Result<(), IndexError> {
         let _one_at_a_time = self.persisting.lock().unwrap_or_else(|p| p.into_inner());
         // 1. Snapshot under the lock.
@@ -480,9 +586,7 @@ impl Index {
             let first = m.unpersisted_from;
             let entries = std::mem::take(&mut m.unpersisted);
             let last = first + entries.len() as u64 - 1;
-            // The whole of each block touched: its earlier part comes from memory too.
-            let block_start = ((first - 1) / BLOCK) * BLOCK + 1;
-            let offsets = m.offsets[block_start as usize - 1..last as usize].to_vec();
+            let offsets = m.offsets[first as usize - 1..last as usize].to_vec();
             let new_streams: Vec<(u32, Vec<u8>)> =
                 m.new_streams.drain(..).map(|no| (no, m.stream_keys[no as usize].clone())).collect();
             let heads: Vec<(u32, u64, Hash)> = m
@@ -495,56 +599,16 @@ impl Index {
                 .collect();
             (first, entries, offsets, new_streams, heads)
         };
-        // 2. Build the writes without the lock.
         let last = first + entries.len() as u64 - 1;
-        let block_start = ((first - 1) / BLOCK) * BLOCK + 1;
-        let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut prefix_chunk: Option<sled::IVec> = None;
-        if block_start < first {
-            let block = (first - 1) / BLOCK;
-            prefix_chunk = self.tree.get(be_key(b'c', &block.to_be_bytes()))?;
-            if prefix_chunk.as_ref().is_none_or(|c| c.len() < (first - block_start) as usize * ENTRY) {
-                return Err(IndexError::Malformed("persisted chunk is shorter than the checkpoint"));
-            }
-        }
-        let mut block = (first - 1) / BLOCK;
-        while block * BLOCK < last {
-            let start = block * BLOCK + 1;
-            let end = ((block + 1) * BLOCK).min(last);
-            let mut v = Vec::with_capacity(((end + 1 - start) as usize) * ENTRY);
-            for p in start..=end {
-                if p < first {
-                    let i = (p - start) as usize * ENTRY;
-                    let old = prefix_chunk.as_ref().ok_or(IndexError::Malformed("chunk"))?;
-                    v.extend_from_slice(&old[i..i + ENTRY]);
-                    continue;
-                }
-                let (id, no) = entries[(p - first) as usize];
-                v.extend_from_slice(id.as_bytes());
-                v.extend_from_slice(&no.to_le_bytes());
-                v.extend_from_slice(&offsets[(p - block_start) as usize].to_le_bytes());
-            }
-            writes.push((be_key(b'c', &block.to_be_bytes()), v));
-            block += 1;
-        }
-        for (no, key) in &new_streams {
-            writes.push((be_key(b'n', &no.to_be_bytes()), key.clone()));
-        }
-        for (no, version, hash) in &heads {
-            let mut head = [0u8; 40];
-            head[..8].copy_from_slice(&version.to_le_bytes());
-            head[8..].copy_from_slice(&hash.0);
-            writes.push((be_key(b'h', &no.to_be_bytes()), head.to_vec()));
-        }
-        writes.push((CHECKPOINT.to_vec(), last.to_le_bytes().to_vec()));
-        // 3. Write, in that order; on failure put the snapshot back so the next attempt covers it.
-        let written = writes.into_iter().try_for_each(|(k, v)| self.tree.insert(k, v).map(drop));
+        let written = self.write_persist(first, &entries, &offsets, &new_streams, &heads);
         match written {
-            Ok(()) => {
+            Ok(tail) => {
+                *self.tail.lock().unwrap_or_else(|p| p.into_inner()) = tail;
                 self.mem.write().unwrap_or_else(|p| p.into_inner()).unpersisted_from = last + 1;
                 Ok(())
             }
             Err(e) => {
+                // Put the snapshot back so the next attempt covers it.
                 let mut guard = self.mem.write().unwrap_or_else(|p| p.into_inner());
                 let m = &mut *guard;
                 let newer = std::mem::take(&mut m.unpersisted);
@@ -552,13 +616,66 @@ impl Index {
                 m.unpersisted.extend(newer);
                 m.new_streams.extend(new_streams.iter().map(|(no, _)| *no));
                 m.dirty.extend(heads.iter().map(|(no, _, _)| *no));
-                Err(e.into())
+                Err(e)
             }
         }
     }
 
+    /// The I/O of a persist, without the in-memory lock; returns where the tail block stands.
+    fn write_persist(
+        &self,
+        first: u64,
+        entries: &[(Uuid, u32)],
+        offsets: &[u32],
+        new_streams: &[(u32, Vec<u8>)],
+        heads: &[(u32, u64, Hash)],
+    ) -> Result<BlockCrc, IndexError> {
+        let mut tail = *self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        if tail.block * BLOCK + tail.slots + 1 != first {
+            return Err(IndexError::Malformed("the persisted entries and the checkpoint disagree"));
+        }
+        let mut slots = Vec::with_capacity(entries.len() * ENTRY);
+        for ((id, no), offset) in entries.iter().zip(offsets) {
+            slots.extend_from_slice(id.as_bytes());
+            slots.extend_from_slice(&no.to_le_bytes());
+            slots.extend_from_slice(&offset.to_le_bytes());
+        }
+        self.entries.write_all_at(&slots, (first - 1) * ENTRY as u64)?;
+        self.entries.sync_data()?;
+        // The CRC of every block touched, continued from what the block already held.
+        let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut rest = &slots[..];
+        while !rest.is_empty() {
+            let room = (BLOCK - tail.slots) as usize;
+            let n = room.min(rest.len() / ENTRY);
+            let (part, after) = rest.split_at(n * ENTRY);
+            tail.crc = crc32c::crc32c_append(tail.crc, part);
+            tail.slots += n as u64;
+            writes.push((be_key(b'k', &tail.block.to_be_bytes()), block_crc_value(tail.slots, tail.crc).to_vec()));
+            if tail.slots == BLOCK {
+                tail = BlockCrc { block: tail.block + 1, slots: 0, crc: 0 };
+            }
+            rest = after;
+        }
+        for (no, key) in new_streams {
+            writes.push((be_key(b'n', &no.to_be_bytes()), key.clone()));
+        }
+        for (no, version, hash) in heads {
+            let mut head = [0u8; 40];
+            head[..8].copy_from_slice(&version.to_le_bytes());
+            head[8..].copy_from_slice(&hash.0);
+            writes.push((be_key(b'h', &no.to_be_bytes()), head.to_vec()));
+        }
+        let last = first + entries.len() as u64 - 1;
+        writes.push((CHECKPOINT.to_vec(), last.to_le_bytes().to_vec()));
+        for (k, v) in writes {
+            self.tree.insert(k, v)?;
+        }
+        Ok(tail)
+    }
+
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.entries.metadata().map_or(0, |m| m.len())
     }
 
     /// Writes sled's buffers out. Only for tools (rebuild, benchmarks, shutdown) — never on the

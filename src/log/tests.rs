@@ -462,6 +462,65 @@ fn a_persisted_index_reloads_and_an_old_one_catches_up_across_blocks() {
     assert!(log.read_position(13_001).unwrap().is_none(), "past the head");
 }
 
+/// An index persisted by a version that kept its entries in sled (`c` keys of 4,096 entries)
+/// has them moved into `entries.idx` at open, without a rebuild or a catch-up; a flipped byte in
+/// the file afterwards fails its block's checksum and the index is rebuilt from the log.
+#[test]
+fn entries_kept_in_sled_move_to_their_file_and_a_damaged_file_is_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let streams: Vec<StreamId> = (0..30).map(|_| course()).collect();
+    {
+        let log = open(tmp.path());
+        for r in 0..90 {
+            let events: Vec<_> = (0..100).map(|i| ev(i + r as u32)).collect();
+            log.append_blocking(&streams[r % streams.len()], ExpectedVersion::Any, events).unwrap();
+        }
+    }
+    let dir = tmp.path().join("index");
+    let file = dir.join("entries.idx");
+    let written = std::fs::read(&file).unwrap();
+    assert_eq!(written.len(), 9_000 * 24);
+    // Back to the old layout: the slots as `c` block keys, no checksums, no file.
+    {
+        let db = sled::open(&dir).unwrap();
+        let tree = db.open_tree("index").unwrap();
+        for (block, slots) in written.chunks(4096 * 24).enumerate() {
+            tree.insert([&[b'c'][..], &(block as u64).to_be_bytes()].concat(), slots).unwrap();
+            tree.remove([&[b'k'][..], &(block as u64).to_be_bytes()].concat()).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    std::fs::remove_file(&file).unwrap();
+    let read_back = |log: &EventLog| {
+        for s in &streams {
+            let events = log.read_stream(s, 1, false, 100_000).unwrap();
+            assert_eq!(events.len(), 300);
+            assert_eq!(log.stream_head(s).unwrap().unwrap().stream_hash, events.last().unwrap().stream_hash);
+            for e in events.iter().step_by(41) {
+                assert_eq!(log.read_event(e.event_id).unwrap().unwrap().position, e.position);
+            }
+        }
+    };
+    {
+        let (log, report) = EventLog::open(config(tmp.path())).unwrap();
+        assert_eq!((report.index_rebuilt.as_deref(), report.index_caught_up), (None, 0), "{report:?}");
+        read_back(&log);
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), written, "the same slots, in their file");
+    {
+        let db = sled::open(&dir).unwrap();
+        let tree = db.open_tree("index").unwrap();
+        assert_eq!(tree.scan_prefix(b"c").count(), 0, "the old keys are gone");
+        assert_eq!(tree.scan_prefix(b"k").count(), 3);
+    }
+    let mut damaged = written.clone();
+    damaged[5_000 * 24 + 20] ^= 0x40; // an offset in the second block
+    std::fs::write(&file, &damaged).unwrap();
+    let (log, report) = EventLog::open(config(tmp.path())).unwrap();
+    assert!(report.index_rebuilt.as_deref().is_some_and(|r| r.contains("checksum")), "{report:?}");
+    read_back(&log);
+}
+
 /// A persist writes its keys one at a time, the checkpoint last; a crash may keep any prefix of
 /// them. The worst prefix is everything but the checkpoint: chunks, new stream numbers and heads
 /// ahead of it. Putting an older checkpoint back over a full persist makes exactly that state.
