@@ -109,7 +109,7 @@ impl Sealed {
             match decoded {
                 Some(obs) if obs.len() == CHUNK_OBS => obs.into_boxed_slice(),
                 // Not reachable: a record is either our own encoding or a stored one checked when
-                // it was loaded (`ObsList::from_parts`). Should it happen, the course reads as if
+                // it was loaded (`Projections::open`, `ObsList::from_store`). Should it happen, the course reads as if
                 // it had fewer observations, and says so, rather than taking the server down.
                 _ => {
                     tracing::error!(chunk = c, "projections: a sealed chunk of observations could not be decoded");
@@ -153,9 +153,10 @@ impl ObsList {
         Self::default()
     }
 
-    /// From stored sealed chunks (each a record `codec::decode_chunk` reads as exactly
-    /// [`CHUNK_OBS`] observations, which the caller has checked, with their [`newest`]) and the
-    /// observations after them, however many. The chunks stay encoded until first used.
+    /// From sealed chunks' records held in memory (each a record `codec::decode_chunk` reads as
+    /// exactly [`CHUNK_OBS`] observations, with their [`newest`]) and the observations after
+    /// them, however many; no store behind them (tests; the engine loads with [`Self::from_store`]).
+    #[cfg(test)]
     pub fn from_parts(sealed: Vec<(Vec<u8>, TimeKey)>, tail: Vec<Observation>) -> Self {
         let sealed = sealed
             .into_iter()
