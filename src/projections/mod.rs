@@ -11,7 +11,8 @@
 //! - **In memory, persisted in chunks.** The engine keeps every course's view in memory for
 //!   fast reads and applies events as they are committed (either [`Projections::catch_up`],
 //!   or the task from [`Projections::spawn_follower`] that follows `log.subscribe()`). It
-//!   persists to sled at `data_dir/projections/` every [`ProjectionConfig::persist_every`]
+//!   persists to `data_dir/projections/` (heads in sled, sealed chunks in a file of their own,
+//!   [`chunk_file`]) every [`ProjectionConfig::persist_every`]
 //!   events or [`ProjectionConfig::persist_interval`], whichever comes first: the views of the
 //!   courses changed since the last write, then *the checkpoint*, each a single-key insert
 //!   (sled's batches take its process-wide lock exclusively, which can deadlock it; see
@@ -30,7 +31,8 @@
 //!   persist costs what was applied since the last one, however long the courses are (it used
 //!   to re-encode every changed course whole: under a steady write load its cost grew with the
 //!   data). The head names its chunks by CRC, so a chunk rewritten by a persist that did not
-//!   finish is never mistaken for the one the head was written with (the store is rebuilt).
+//!   finish is never mistaken for the one the head was written with: the chunk file is
+//!   append-only, and the record with the CRC the head names is the one loaded.
 //! - **Pipelined catch-up.** Reading and decoding the log cost about four times what applying
 //!   does, so a long catch-up reads and decodes on other threads while one thread applies the
 //!   chunks in log order and persists between them, exactly as a short catch-up does.
@@ -47,6 +49,7 @@
 //!   memory from the views on open and kept up to date per chunk; they are not persisted.
 
 pub mod bench;
+mod chunk_file;
 pub(crate) mod codec;
 pub mod course;
 pub mod cph;
@@ -69,6 +72,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use chunk_file::ChunkFile;
 pub use course::{CourseView, Observation, Recorded};
 use obs_list::{ChunkReader, ChunkSource, ObsList};
 pub use views::{
@@ -87,13 +91,11 @@ pub const NAMES: &[&str] = &["course_status", "contact_frequency", "actions", "c
 
 /// Bumped when the persisted form of [`CourseView`] ([`codec`]) changes; a store in another
 /// format is rebuilt.
-const FORMAT: &[u8] = b"vivirk-projections-3";
+const FORMAT: &[u8] = b"vivirk-projections-4";
 const KEY_FORMAT: &[u8] = b"m:format";
 const KEY_CHECKPOINT: &[u8] = b"m:checkpoint";
 /// `c` course → the course's head record ([`codec::encode_head`]).
 const COURSE_PREFIX: u8 = b'c';
-/// `o` course chunk_no(BE u32) → a sealed chunk of its observations ([`codec::encode_chunk`]).
-const CHUNK_PREFIX: u8 = b'o';
 /// Log events read and decoded per step; decoding happens outside the state lock.
 const CHUNK: usize = 4096;
 /// A catch-up of at least this many events reads and decodes on other threads while this one
@@ -244,8 +246,8 @@ struct Inner {
     /// The CRCs of each course's sealed chunks as stored, for the next head. Only persists use
     /// it, one at a time; it changes only when a persist's writes all succeeded.
     chunk_crcs: Mutex<HashMap<CourseId, Vec<u32>>>,
-    /// Reads sealed chunks back from `tree` for views whose memory forgot them.
-    chunks: Arc<StoreChunks>,
+    /// The sealed chunks ([`chunk_file`]), read back for views whose memory forgot them.
+    chunks: Arc<ChunkFile>,
     /// Records and bytes written by persists so far.
     persist_records: AtomicU64,
     persist_bytes: AtomicU64,
@@ -495,36 +497,7 @@ fn course_key(id: CourseId) -> [u8; 17] {
     k
 }
 
-fn chunk_key(id: CourseId, chunk: u32) -> [u8; 21] {
-    let mut k = [0u8; 21];
-    k[0] = CHUNK_PREFIX;
-    k[1..17].copy_from_slice(id.0.as_bytes());
-    k[17..].copy_from_slice(&chunk.to_be_bytes());
-    k
-}
-
-/// The projection store as the source of sealed chunks ([`ObsList::drop_cold`] forgets a
-/// record the store holds). The tree is set once the store is open for good (see
-/// [`Projections::open`]); until then nothing reads a chunk back.
-#[derive(Default)]
-struct StoreChunks {
-    tree: std::sync::OnceLock<sled::Tree>,
-}
-
-impl ChunkReader for StoreChunks {
-    fn read(&self, course: CourseId, chunk: u32) -> Option<Vec<u8>> {
-        let tree = self.tree.get()?;
-        match tree.get(chunk_key(course, chunk)) {
-            Ok(v) => v.map(|v| v.to_vec()),
-            Err(e) => {
-                tracing::error!(course = %course.0, chunk, error = %e, "projections: reading a sealed chunk back failed");
-                None
-            }
-        }
-    }
-}
-
-fn chunk_source(chunks: &Arc<StoreChunks>, course: CourseId) -> ChunkSource {
+fn chunk_source(chunks: &Arc<ChunkFile>, course: CourseId) -> ChunkSource {
     let reader: std::sync::Weak<dyn ChunkReader> = Arc::downgrade(chunks) as _;
     ChunkSource { reader, course }
 }
@@ -532,10 +505,10 @@ fn chunk_source(chunks: &Arc<StoreChunks>, course: CourseId) -> ChunkSource {
 /// What [`load`] returns: the checkpoint, the views and their chunks' CRCs.
 type Loaded = (u64, HashMap<CourseId, Arc<CourseView>>, HashMap<CourseId, Vec<u32>>);
 
-/// Loads the store; `Err(reason)` when it must be rebuilt. A head names its chunks by CRC:
-/// chunks past those it names (sealed by a persist that did not finish) are ignored, and a named
-/// chunk that is missing or another one (rewritten by such a persist) makes the store rebuild.
-fn load(tree: &sled::Tree, log_head: u64, chunks_from: &Arc<StoreChunks>) -> Result<Loaded, String> {
+/// Loads the store; `Err(reason)` when it must be rebuilt. A head names its chunks by CRC: the
+/// chunk file's record of each with that CRC is the one (records appended by a persist that did
+/// not finish are passed over), and a named chunk the file does not have makes the store rebuild.
+fn load(tree: &sled::Tree, log_head: u64, chunks_from: &Arc<ChunkFile>) -> Result<Loaded, String> {
     let format = tree.get(KEY_FORMAT).map_err(|e| format!("unreadable: {e}"))?;
     let checkpoint = tree.get(KEY_CHECKPOINT).map_err(|e| format!("unreadable: {e}"))?;
     let (Some(format), Some(checkpoint)) = (format, checkpoint) else {
@@ -557,44 +530,46 @@ fn load(tree: &sled::Tree, log_head: u64, chunks_from: &Arc<StoreChunks>) -> Res
     })?;
     drop(heads_raw);
     let heads: HashMap<CourseId, (CourseView, Vec<u32>)> = decoded.into_iter().collect();
-    // Sealed chunks, in key order: course by course, each course's in order.
-    let chunks_raw = scan_raw(tree, CHUNK_PREFIX)?;
-    let chunks = decode_parallel(&chunks_raw, |(k, v)| {
-        let (id, chunk) = match (k.get(1..17).map(Uuid::from_slice), k.get(17..21)) {
-            (Some(Ok(id)), Some(c)) if k.len() == 21 => (CourseId(id), u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
-            _ => return Err("malformed chunk key".into()),
-        };
-        // Only chunks a head names are decoded; the rest are left over from unfinished persists.
-        let named = heads.get(&id).and_then(|(_, crcs)| crcs.get(chunk as usize)).copied();
-        let Some(want) = named else { return Ok(None) };
-        if codec::record_crc(v) != Some(want) {
-            return Err(format!("chunk {chunk} of course {} is not the one its head names", id.0));
+    // The records the heads name, found in the chunk file.
+    let (bytes, frames) = chunks_from.scan().map_err(|e| format!("chunk file unreadable: {e}"))?;
+    let mut named: HashMap<(CourseId, u32), std::ops::Range<usize>> = HashMap::new();
+    for f in frames {
+        let want = heads.get(&f.course).and_then(|(_, crcs)| crcs.get(f.chunk as usize)).copied();
+        if want.is_some() && codec::record_crc(&bytes[f.record.clone()]) == want {
+            named.insert((f.course, f.chunk), f.record);
         }
-        // Decoded here only to be sure it can be: memory keeps only its CRC, and a read fetches
-        // it back from the store.
-        let obs = codec::decode_chunk(v).ok_or_else(|| format!("undecodable chunk of course {}", id.0))?;
+    }
+    let mut wanted = Vec::with_capacity(named.len());
+    for (id, (_, crcs)) in &heads {
+        for (chunk, crc) in crcs.iter().enumerate() {
+            let Some(range) = named.remove(&(*id, chunk as u32)) else {
+                return Err(format!("course {} is missing sealed chunk {chunk}", id.0));
+            };
+            wanted.push((*id, *crc, range));
+        }
+    }
+    drop(named);
+    // Decoded here only to be sure they can be: memory keeps only their CRCs and where they are,
+    // and a read fetches them back from the file.
+    let checked = par_map(&wanted, 1024, |(id, crc, range)| {
+        let obs = codec::decode_chunk(&bytes[range.clone()])
+            .ok_or_else(|| format!("undecodable chunk of course {}", id.0))?;
         if obs.len() != codec::CHUNK_OBS {
-            return Err(format!("chunk {chunk} of course {} is not full", id.0));
+            return Err(format!("a chunk of course {} is not full", id.0));
         }
-        Ok(Some((id, chunk, (want, obs_list::newest(&obs)))))
-    })?;
-    drop(chunks_raw);
-    let mut sealed: HashMap<CourseId, Vec<(u32, obs_list::TimeKey)>> = HashMap::new();
-    for (id, chunk, chunk_obs) in chunks.into_iter().flatten() {
-        let Some((_, crcs)) = heads.get(&id) else { continue };
-        let course_chunks = sealed.entry(id).or_insert_with(|| Vec::with_capacity(crcs.len()));
-        if course_chunks.len() != chunk as usize {
-            return Err(format!("chunk {chunk} of course {} is out of order", id.0));
-        }
-        course_chunks.push(chunk_obs);
+        Ok((*crc, obs_list::newest(&obs)))
+    });
+    drop(bytes);
+    let mut sealed: HashMap<CourseId, Vec<(u32, obs_list::TimeKey)>> = HashMap::with_capacity(heads.len());
+    let mut locs: HashMap<CourseId, Vec<(u64, u32)>> = HashMap::with_capacity(heads.len());
+    for ((id, _, range), chunk) in wanted.into_iter().zip(checked) {
+        sealed.entry(id).or_default().push(chunk?);
+        locs.entry(id).or_default().push((range.start as u64, range.len() as u32));
     }
     let mut courses = HashMap::with_capacity(heads.len());
     let mut chunk_crcs = HashMap::with_capacity(heads.len());
     for (id, (mut view, crcs)) in heads {
         let course_chunks = sealed.remove(&id).unwrap_or_default();
-        if course_chunks.len() != crcs.len() {
-            return Err(format!("course {} is missing sealed chunks", id.0));
-        }
         let tail = view.observations.take_tail();
         view.observations = ObsList::from_store(course_chunks, tail, chunk_source(chunks_from, id));
         courses.insert(id, Arc::new(view));
@@ -602,6 +577,7 @@ fn load(tree: &sled::Tree, log_head: u64, chunks_from: &Arc<StoreChunks>) -> Res
             chunk_crcs.insert(id, crcs);
         }
     }
+    chunks_from.set_loaded(locs);
     Ok((checkpoint, courses, chunk_crcs))
 }
 
@@ -644,7 +620,7 @@ impl Projections {
                 open_store(&config.dir)?
             }
         };
-        let chunks = Arc::new(StoreChunks::default());
+        let chunks = Arc::new(ChunkFile::open(&config.dir)?);
         let (checkpoint, courses, chunk_crcs) = match load(&tree, log.committed(), &chunks) {
             Ok(loaded) => loaded,
             Err(reason) => {
@@ -654,17 +630,17 @@ impl Projections {
                 (0, HashMap::new(), HashMap::new())
             }
         };
-        // Loading read every record through sled, which keeps the pages it read for as long as
-        // the handle lives (its cache bound does not apply to them): a store reopened holds none.
+        // Loading read every head through sled, which keeps the pages it read for as long as the
+        // handle lives (its cache bound does not apply to them): a store reopened holds none.
         let (db, tree) = if checkpoint > 0 {
             drop((tree, db));
             open_store(&config.dir)?
         } else {
             (db, tree)
         };
-        // The views loaded read their sealed chunks from here on.
-        let _ = chunks.tree.set(tree.clone());
         if checkpoint == 0 {
+            // Built from position 1: no chunk in the file is named by anything.
+            chunks.clear()?;
             // Mark the format now, so an empty store is recognisably ours (a store with a format
             // and no checkpoint does not load, and is rebuilt).
             tree.insert(KEY_FORMAT, FORMAT)?;
@@ -995,29 +971,40 @@ impl Projections {
         let encode_time = started.elapsed();
         let (mut bytes, mut records) = (0usize, 0usize);
         let tree = &self.inner.tree;
-        // Per course its chunks, then its head; the checkpoint last (see the module header).
-        let written = encoded
-            .iter()
-            .try_for_each(|c| {
-                for (n, record) in &c.chunks {
-                    bytes += record.len();
-                    records += 1;
-                    tree.insert(chunk_key(c.id, *n), record.as_slice())?;
-                }
+        // The new chunks appended to their file (synced), then the heads naming them, then the
+        // checkpoint (see the module header).
+        let mut batch = chunk_file::Batch::default();
+        for c in &encoded {
+            for (n, record) in &c.chunks {
+                bytes += record.len();
+                records += 1;
+                batch.add(c.id, *n, record);
+            }
+        }
+        let written = self.inner.chunks.append(&batch).map_err(ProjectionError::from).and_then(|placed| {
+            drop(batch);
+            for c in &encoded {
                 bytes += c.head.len();
                 records += 1;
-                tree.insert(course_key(c.id), c.head.as_slice()).map(drop)
-            })
-            .and_then(|()| tree.insert(KEY_CHECKPOINT, &applied.to_be_bytes()).map(drop));
+                tree.insert(course_key(c.id), c.head.as_slice())?;
+            }
+            tree.insert(KEY_CHECKPOINT, &applied.to_be_bytes())?;
+            Ok(placed)
+        });
         self.inner.persist_records.fetch_add(records as u64, Ordering::Relaxed);
         self.inner.persist_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        if let Err(e) = written {
-            let mut st = self.write();
-            for (id, d) in dirty {
-                mark_dirty(&mut st.dirty, id, d);
+        let placed = match written {
+            Ok(placed) => placed,
+            Err(e) => {
+                let mut st = self.write();
+                for (id, d) in dirty {
+                    mark_dirty(&mut st.dirty, id, d);
+                }
+                return Err(e);
             }
-            return Err(e.into());
-        }
+        };
+        // Before the CRCs: a sweep forgets a chunk the CRCs say is stored, and then reads it back.
+        self.inner.chunks.place(placed);
         for c in encoded {
             stored.insert(c.id, c.crcs);
         }
