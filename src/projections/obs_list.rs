@@ -663,6 +663,23 @@ mod tests {
         assert_eq!(list.chunk(2).len(), 0);
     }
 
+    /// The engine's list (one with a store to read from) seals a chunk as its record alone: nothing
+    /// decoded until read, the same observations when read, and the tail keeps its room.
+    #[test]
+    fn a_list_with_a_store_seals_chunks_as_records() {
+        let store = Arc::new(MapStore::default());
+        let mut list = ObsList::new();
+        list.set_source(source(&store));
+        list.extend((1..=2 * CHUNK_OBS as u128 + 3).map(obs));
+        assert_eq!((list.decoded_chunks(), list.recorded_chunks()), (0, 2));
+        assert!(list.tail.capacity() >= CHUNK_OBS, "the tail kept its room");
+        assert!(list.iter().eq((1..=2 * CHUNK_OBS as u128 + 3).map(obs).collect::<Vec<_>>().iter()));
+        assert_eq!((list.decoded_chunks(), store.reads.load(Ordering::Relaxed)), (2, 0), "decoded from memory");
+        // Without a store (an as-of fold, a copy), chunks are sealed decoded, as before.
+        let plain: ObsList = (1..=CHUNK_OBS as u128).map(obs).collect();
+        assert_eq!((plain.decoded_chunks(), plain.recorded_chunks()), (1, 0));
+    }
+
     /// What copy-on-write costs: a copy shares every sealed chunk; a change copies only the chunk
     /// it falls in, and pushing copies none.
     #[test]
