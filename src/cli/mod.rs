@@ -328,3 +328,68 @@ fn tune_the_allocator() {
         }
     }
 }
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod allocator_tests {
+    /// How many arenas glibc has made (`<heap nr=…>` in `malloc_info`'s report).
+    fn arenas() -> usize {
+        let (mut buf, mut len): (*mut libc::c_char, libc::size_t) = (std::ptr::null_mut(), 0);
+        // SAFETY: open_memstream allocates the buffer it reports; malloc_info writes into it;
+        // the buffer is read after fclose and freed once.
+        unsafe {
+            let f = libc::open_memstream(&mut buf, &mut len);
+            assert!(!f.is_null());
+            assert_eq!(libc::malloc_info(0, f), 0);
+            libc::fclose(f);
+            let report = std::slice::from_raw_parts(buf as *const u8, len).to_vec();
+            libc::free(buf.cast());
+            String::from_utf8_lossy(&report).matches("<heap nr=").count()
+        }
+    }
+
+    /// Four threads per core allocating at once get arenas of their own unless the server's
+    /// tuning caps them at one per core. Run in a child process of this test binary, before any other thread
+    /// of it has allocated (the harness's threads would count).
+    #[test]
+    fn the_allocator_keeps_one_arena_per_core() {
+        const CHILD: &str = "VIVIRK_ARENA_TEST_CHILD";
+        let Some(tuned) = std::env::var_os(CHILD) else {
+            let exe = std::env::current_exe().unwrap();
+            let run = |tuned: &str| {
+                let out = std::process::Command::new(&exe)
+                    .args(["--exact", "cli::allocator_tests::the_allocator_keeps_one_arena_per_core", "--nocapture"])
+                    .args(["--test-threads", "1"])
+                    .env(CHILD, tuned)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+                text.lines()
+                    .find_map(|l| l.split("arenas: ").nth(1)?.trim().parse::<usize>().ok())
+                    .expect("the child's count")
+            };
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+            let (tuned, untuned) = (run("1"), run("0"));
+            assert!(tuned <= cores, "{tuned} arenas with the tuning, {cores} cores");
+            assert!(untuned > cores, "the test must be able to fail: {untuned} arenas untuned");
+            return;
+        };
+        if tuned == "1" {
+            super::tune_the_allocator();
+        }
+        let threads = 4 * std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        let start = std::sync::Barrier::new(threads);
+        let held = std::sync::Barrier::new(threads);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    start.wait();
+                    let blocks: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 4096]).collect();
+                    held.wait();
+                    std::hint::black_box(blocks);
+                });
+            }
+        });
+        println!("arenas: {}", arenas());
+    }
+}

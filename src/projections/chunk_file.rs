@@ -51,7 +51,10 @@ pub struct ChunkFile {
     /// Where the next frame goes. Only persists append, one at a time; it moves when an append
     /// succeeded, so one that failed half-way is written over.
     end: Mutex<u64>,
-    /// Per course, where the record of each sealed chunk the store holds is.
+    /// Per course, where the record of each sealed chunk the store holds is. Kept apart from the
+    /// engine's CRCs of the same chunks (`Inner::chunk_crcs`): a read takes this lock while it
+    /// holds the views' read lock, and a persist takes the views' lock while it holds the CRCs,
+    /// so one lock for both would let the two wait for each other.
     locs: RwLock<HashMap<CourseId, Vec<Loc>>>,
 }
 
@@ -94,21 +97,24 @@ impl ChunkFile {
     pub fn scan(&self) -> std::io::Result<(Vec<u8>, Vec<Frame>)> {
         let mut bytes = vec![0u8; self.file.metadata()?.len() as usize];
         self.file.read_exact_at(&mut bytes, 0)?;
-        let (mut at, mut frames) = (0usize, Vec::new());
-        while let Some(h) = bytes.get(at..at + HEADER) {
-            let (len, crc) = framing::header(h.try_into().unwrap_or(&[0; HEADER]));
-            let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else { break };
-            if !(KEY..=MAX_FRAME).contains(&len) || crc32c::crc32c(payload) != crc {
+        // The shared frame reader, so a torn or damaged frame ends this scan as it ends the
+        // other side files'; a frame too short for its key is damage too.
+        let mut frames = Vec::new();
+        let mut reader = framing::Frames::new(&bytes[..], 0, MAX_FRAME);
+        loop {
+            let at = reader.good as usize;
+            let Some(payload) = reader.next_frame() else { break };
+            let (Some(course), Some(&[a, b, c, d])) = (payload.get(..16), payload.get(16..KEY)) else {
+                reader.good = at as u64;
                 break;
-            }
-            let (course, chunk) = (&payload[..16], &payload[16..KEY]);
+            };
             frames.push(Frame {
                 course: CourseId(Uuid::from_slice(course).map_err(std::io::Error::other)?),
-                chunk: u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
-                record: at + HEADER + KEY..at + HEADER + len,
+                chunk: u32::from_le_bytes([a, b, c, d]),
+                record: at + HEADER + KEY..at + HEADER + payload.len(),
             });
-            at += HEADER + len;
         }
+        let at = reader.good as usize;
         if at < bytes.len() {
             tracing::warn!(at, len = bytes.len(), "projections: the chunk file ends in a torn frame; cutting it off");
             self.file.set_len(at as u64)?;
