@@ -97,6 +97,7 @@ pub mod auth;
 pub mod bench_support;
 pub mod cli;
 pub mod clock;
+pub mod disk_set;
 pub mod domain;
 mod framing;
 #[cfg(any(test, fuzzing))]

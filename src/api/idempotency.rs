@@ -109,6 +109,11 @@ impl IdempotencyStore {
         Ok(response)
     }
 
+    /// Moves lookup entries waiting in memory to disk (see [`IdempotencyFiles::maintain`]).
+    pub fn maintain(&self) {
+        self.files.maintain()
+    }
+
     /// Deletes the hours whose responses have all expired; returns how many files went.
     pub fn sweep(&self) -> usize {
         self.files.sweep(self.clock.now().unix_timestamp())

@@ -3,10 +3,13 @@
 //!
 //! They lived in sled before, which kept memory for every page it held (the soak measured
 //! ~300 bytes per stored response) and never deleted an expired one (lookups only ignored
-//! them). Here memory is 8 bytes per response within the retention window: a 32-bit
-//! fingerprint of the key and the record's offset, per file, as candidates; a lookup reads each
+//! them). Here the lookup table is on disk too: one entry per response, `fingerprint (24 bits) |
+//! hour (8 bits) | offset (32 bits)`, in a [`DiskSet`] (`idempotency/set/`: sorted runs, one
+//! `pread` per lookup; memory keeps a fence per 256 entries and what is not merged yet). It was
+//! 8 bytes of memory per response within the retention until 2026-11-28. A lookup reads each
 //! candidate record and compares the whole key, so a fingerprint collision costs one read,
-//! never a wrong answer.
+//! never a wrong answer; the hour is the record's hour modulo 256, unambiguous while the
+//! retention is under 200 hours.
 //!
 //! ```text
 //! data_dir/idempotency/{hour:012}.idem   frames: len u32 LE | crc32c(payload) u32 LE | payload
@@ -17,7 +20,8 @@
 //! from appending twice), and a crash losing the last ones makes a retry execute again, which
 //! that id makes harmless. Opening reads the files of the retention window (a torn tail ends a
 //! file's scan and is cut off); a past hour whose table the cleaner wrote beside it
-//! (`{hour:012}.idx`, still matching the file's length) is read from that table instead.
+//! (`{hour:012}.idx`, still matching the file's length) is read from that table instead. The
+//! set is derived scratch, built afresh at every open from those.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -26,13 +30,28 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::disk_set::DiskSet;
 use crate::framing::{self, Frames, HEADER};
 
 /// The directory inside the data directory.
 pub const IDEMPOTENCY_DIR: &str = "idempotency";
 
 const MAX_FRAME: usize = 16 << 20;
-const RECENT_MAX: usize = 1024;
+/// The lookup set's directory inside the store's, its name and its shards.
+const SET_DIR: &str = "set";
+const SET_NAME: &str = "keys";
+const SET_SHARD_BITS: u32 = 6;
+/// The longest retention the 8 bits of an entry's hour tell apart (with room to spare).
+const MAX_RETENTION_SECS: i64 = 200 * 3600;
+
+/// A lookup entry: the top 24 bits of the key's fingerprint, the hour modulo 256, the offset.
+fn entry(fp: u32, hour: i64, offset: u32) -> u64 {
+    u64::from(fp >> 8) << 40 | (hour.rem_euclid(256) as u64) << 32 | u64::from(offset)
+}
+
+fn entry_hour8(e: u64) -> i64 {
+    ((e >> 32) & 0xff) as i64
+}
 
 /// One stored response.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,12 +104,10 @@ fn fingerprint(key: &[u8]) -> u32 {
     u32::from_le_bytes([h[0], h[1], h[2], h[3]])
 }
 
-/// One hour's file: `fingerprint << 32 | offset`, sorted, plus those added since the last sort.
+/// One hour's file.
 struct Hour {
     file: File,
     len: u64,
-    sorted: Vec<u64>,
-    recent: Vec<u64>,
     /// Its table is written beside it (`.idx`) as of `len`.
     indexed: bool,
 }
@@ -133,24 +150,24 @@ fn decode_idx(b: &[u8], file_len: u64) -> Option<Vec<u64>> {
 }
 
 impl Hour {
-    fn add(&mut self, fp: u32, offset: u64) {
-        self.recent.push(u64::from(fp) << 32 | offset);
-        // A lookup scans `recent` linearly, so it stays short; merging it in is linear too (the
-        // stable sort merges the two sorted runs), a few microseconds per add at millions of
-        // responses an hour.
-        if self.recent.len() >= RECENT_MAX {
-            self.recent.sort_unstable();
-            self.sorted.append(&mut self.recent);
-            self.sorted.sort();
+    /// Its table: `fingerprint << 32 | offset` of every whole record, sorted (a scan of the file).
+    fn table(&self) -> std::io::Result<Vec<u64>> {
+        // The clone shares the file's position (an open's scan left it at the end); everything
+        // else uses positional reads and writes, so moving it is harmless.
+        let mut f = self.file.try_clone()?;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))?;
+        let r = BufReader::with_capacity(256 << 10, f);
+        let mut frames = Frames::new(std::io::Read::take(r, self.len), 0, MAX_FRAME);
+        let mut out = Vec::new();
+        loop {
+            let offset = frames.good;
+            let Some(p) = frames.next_frame() else { break };
+            if let Some(key) = Record::key_of(p) {
+                out.push(u64::from(fingerprint(key)) << 32 | offset);
+            }
         }
-    }
-
-    fn candidates(&self, fp: u32) -> impl Iterator<Item = u64> + '_ {
-        let lo = u64::from(fp) << 32;
-        let start = self.sorted.partition_point(|e| *e < lo);
-        let sorted = self.sorted[start..].iter().take_while(move |e| (*e >> 32) as u32 == fp);
-        let recent = self.recent.iter().filter(move |e| (*e >> 32) as u32 == fp);
-        sorted.chain(recent).map(|e| e & 0xffff_ffff)
+        out.sort_unstable();
+        Ok(out)
     }
 
     fn read_payload(&self, offset: u64) -> Option<Vec<u8>> {
@@ -170,6 +187,7 @@ pub struct IdempotencyFiles {
     dir: PathBuf,
     retention_secs: i64,
     hours: Mutex<HashMap<i64, Hour>>,
+    set: DiskSet,
 }
 
 fn path_of(dir: &Path, hour: i64) -> PathBuf {
@@ -184,15 +202,18 @@ impl IdempotencyFiles {
     /// Opens the directory, reading the files of the retention window as of `now` (unix
     /// seconds) and deleting older ones.
     pub fn open(dir: &Path, retention_secs: i64, now: i64) -> Result<Self, String> {
+        if retention_secs > MAX_RETENTION_SECS {
+            return Err(format!("idempotency store: a retention over {MAX_RETENTION_SECS} s is not supported"));
+        }
         fs::create_dir_all(dir).map_err(io)?;
-        let me = IdempotencyFiles { dir: dir.to_owned(), retention_secs, hours: Mutex::new(HashMap::new()) };
+        let expired = |hour: i64| (hour + 1) * 3600 + retention_secs <= now;
         let mut hours = HashMap::new();
+        let mut entries = Vec::new();
         for e in fs::read_dir(dir).map_err(io)?.flatten() {
             let name = e.file_name();
             let name = name.to_str().unwrap_or_default();
             // Tables of expired hours, and what a crash left of a table being written.
-            let stale_idx =
-                name.strip_suffix(".idx").and_then(|h| h.parse::<i64>().ok()).is_some_and(|h| me.expired(h, now));
+            let stale_idx = name.strip_suffix(".idx").and_then(|h| h.parse::<i64>().ok()).is_some_and(expired);
             if stale_idx || name.ends_with(".tmp") {
                 let _ = fs::remove_file(e.path());
                 continue;
@@ -200,18 +221,22 @@ impl IdempotencyFiles {
             let Some(hour) = name.strip_suffix(".idem").and_then(|h| h.parse::<i64>().ok()) else {
                 continue;
             };
-            if me.expired(hour, now) {
+            if expired(hour) {
                 let _ = fs::remove_file(e.path());
                 let _ = fs::remove_file(idx_path(dir, hour));
                 continue;
             }
             let file = OpenOptions::new().read(true).write(true).open(e.path()).map_err(io)?;
             let file_len = file.metadata().map_err(io)?.len();
-            if let Some(sorted) = fs::read(idx_path(dir, hour)).ok().and_then(|b| decode_idx(&b, file_len)) {
-                hours.insert(hour, Hour { file, len: file_len, sorted, recent: Vec::new(), indexed: true });
+            let add = |entries: &mut Vec<u64>, table: &[u64]| {
+                entries.extend(table.iter().map(|t| entry((t >> 32) as u32, hour, *t as u32)));
+            };
+            if let Some(table) = fs::read(idx_path(dir, hour)).ok().and_then(|b| decode_idx(&b, file_len)) {
+                add(&mut entries, &table);
+                hours.insert(hour, Hour { file, len: file_len, indexed: true });
                 continue;
             }
-            let mut h = Hour { file, len: 0, sorted: Vec::new(), recent: Vec::new(), indexed: false };
+            let mut h = Hour { file, len: file_len, indexed: false };
             let r = BufReader::with_capacity(256 << 10, h.file.try_clone().map_err(io)?);
             let mut frames = Frames::new(r, 0, MAX_FRAME);
             loop {
@@ -219,19 +244,19 @@ impl IdempotencyFiles {
                 let Some(p) = frames.next_frame() else { break };
                 // A whole frame whose key cannot be read is passed over: no lookup can find it.
                 if let Some(key) = Record::key_of(p) {
-                    h.add(fingerprint(key), offset);
+                    entries.push(entry(fingerprint(key), hour, offset as u32));
                 }
             }
             h.len = frames.good;
             // Whatever follows the last whole record is a torn write: cut it off, so the next
             // record lands where a scan finds it.
-            if h.file.metadata().map_err(io)?.len() > h.len {
+            if file_len > h.len {
                 h.file.set_len(h.len).map_err(io)?;
             }
             hours.insert(hour, h);
         }
-        *me.hours.lock().unwrap_or_else(|p| p.into_inner()) = hours;
-        Ok(me)
+        let set = DiskSet::create(&dir.join(SET_DIR), SET_NAME, SET_SHARD_BITS, entries).map_err(io)?;
+        Ok(IdempotencyFiles { dir: dir.to_owned(), retention_secs, hours: Mutex::new(hours), set })
     }
 
     /// Whether every record an hour's file can hold is past the retention at `now`.
@@ -241,22 +266,37 @@ impl IdempotencyFiles {
 
     /// The newest record under `key` created within the retention as of `now`.
     pub fn get(&self, key: &[u8], now: i64) -> Option<Record> {
-        let fp = fingerprint(key);
+        let candidates = match self.candidates(fingerprint(key)) {
+            Ok(c) => c,
+            Err(e) => {
+                // Unreadable: answered as "not stored", so the request executes (its client event
+                // id still keeps a retry from appending twice).
+                tracing::warn!(error = %e, "idempotency store: a lookup failed");
+                return None;
+            }
+        };
         let hours = self.hours.lock().unwrap_or_else(|p| p.into_inner());
         let mut newest: Option<Record> = None;
-        for h in hours.values() {
-            for offset in h.candidates(fp) {
-                let Some(p) = h.read_payload(offset) else { continue };
-                if Record::key_of(&p) != Some(key) {
-                    continue;
-                }
-                let Some(r) = Record::decode(&p) else { continue };
-                if now - r.created < self.retention_secs && newest.as_ref().is_none_or(|n| r.created >= n.created) {
-                    newest = Some(r);
-                }
+        for (hour8, offset) in candidates {
+            let Some(h) = hours.iter().find(|(hour, _)| hour.rem_euclid(256) == hour8).map(|(_, h)| h) else {
+                continue;
+            };
+            let Some(p) = h.read_payload(offset) else { continue };
+            if Record::key_of(&p) != Some(key) {
+                continue;
+            }
+            let Some(r) = Record::decode(&p) else { continue };
+            if now - r.created < self.retention_secs && newest.as_ref().is_none_or(|n| r.created >= n.created) {
+                newest = Some(r);
             }
         }
         newest
+    }
+
+    /// (hour modulo 256, offset) of the records whose key may have this fingerprint.
+    fn candidates(&self, fp: u32) -> std::io::Result<Vec<(i64, u64)>> {
+        let lo = u64::from(fp >> 8) << 40;
+        Ok(self.set.range(lo, lo | ((1 << 40) - 1))?.into_iter().map(|e| (entry_hour8(e), e & 0xffff_ffff)).collect())
     }
 
     pub fn put(&self, r: &Record) -> Result<(), String> {
@@ -274,7 +314,7 @@ impl IdempotencyFiles {
                     .open(path_of(&self.dir, hour))
                     .map_err(io)?;
                 let len = file.metadata().map_err(io)?.len();
-                v.insert(Hour { file, len, sorted: Vec::new(), recent: Vec::new(), indexed: false })
+                v.insert(Hour { file, len, indexed: false })
             }
         };
         if h.len + frame.len() as u64 > u64::from(u32::MAX) {
@@ -284,14 +324,23 @@ impl IdempotencyFiles {
             // Nothing after a torn record: the next one overwrites it.
             return Err(io(e));
         }
-        h.add(fingerprint(&r.key), h.len);
+        self.set.insert(entry(fingerprint(&r.key), hour, h.len as u32));
         h.len += frame.len() as u64;
         h.indexed = false;
         Ok(())
     }
 
+    /// Moves the lookup entries waiting in memory to their runs on disk where that is due; run
+    /// often (every few seconds), off the request path.
+    pub fn maintain(&self) {
+        if let Err(e) = self.set.maintain(false, &|_| true) {
+            tracing::warn!(error = %e, "idempotency store: lookup entries stay in memory for now");
+        }
+    }
+
     /// Deletes the files whose records are all past the retention at `now` (returns how many),
-    /// and writes the table of every past hour that has none yet.
+    /// writes the table of every past hour that has none yet, and rewrites the lookup set
+    /// without the deleted hours' entries.
     pub fn sweep(&self, now: i64) -> usize {
         let mut hours = self.hours.lock().unwrap_or_else(|p| p.into_inner());
         let old: Vec<i64> = hours.keys().copied().filter(|h| self.expired(*h, now)).collect();
@@ -303,16 +352,25 @@ impl IdempotencyFiles {
             }
         }
         let current = now.div_euclid(3600);
-        for (hour, h) in hours.iter_mut().filter(|(hour, h)| **hour < current && !h.indexed) {
-            h.recent.sort_unstable();
-            h.sorted.append(&mut h.recent);
-            h.sorted.sort();
-            let path = idx_path(&self.dir, *hour);
+        let due: Vec<i64> = hours.iter().filter(|(hour, h)| **hour < current && !h.indexed).map(|(h, _)| *h).collect();
+        for hour in due {
+            let Some(h) = hours.get_mut(&hour) else { continue };
+            let path = idx_path(&self.dir, hour);
             let tmp = path.with_extension("idx.tmp");
             // Unsynced like the records: a table lost or torn is only a scan at the next open.
-            match fs::write(&tmp, encode_idx(h.len, &h.sorted)).and_then(|()| fs::rename(&tmp, &path)) {
+            match h.table().and_then(|t| fs::write(&tmp, encode_idx(h.len, &t))).and_then(|()| fs::rename(&tmp, &path))
+            {
                 Ok(()) => h.indexed = true,
                 Err(e) => tracing::warn!(error = %e, hour, "idempotency store: cannot write an hour's table"),
+            }
+        }
+        drop(hours);
+        if !old.is_empty() {
+            // The hours still held are newer than every deleted one by less than 256 hours, so
+            // none shares a deleted one's number: a new record's entry is never dropped here.
+            let gone: std::collections::HashSet<i64> = old.iter().map(|h| h.rem_euclid(256)).collect();
+            if let Err(e) = self.set.maintain(true, &|e| !gone.contains(&entry_hour8(e))) {
+                tracing::warn!(error = %e, "idempotency store: cannot drop expired lookup entries");
             }
         }
         old.len()
@@ -341,6 +399,11 @@ mod tests {
     }
 
     const DAY: i64 = 24 * 3600;
+
+    /// Hours' files and tables in the store's directory (not the lookup set's).
+    fn files_in(dir: &Path) -> usize {
+        fs::read_dir(dir).unwrap().flatten().filter(|e| e.file_type().unwrap().is_file()).count()
+    }
 
     #[test]
     fn records_are_found_by_key_across_hours_and_restarts_and_expire_by_the_hour() {
@@ -371,12 +434,12 @@ mod tests {
         assert!(store.get(b"h5", t0 + DAY + 3600).is_some());
         assert_eq!(store.sweep(t0 + DAY + 3600), 1);
         assert_eq!(store.files(), 1);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "the next hour's file and its table");
+        assert_eq!(files_in(dir.path()), 2, "the next hour's file and its table");
         // Opening after the whole window deletes the rest.
         drop(store);
         let store = IdempotencyFiles::open(dir.path(), DAY, t0 + 3 * DAY).unwrap();
         assert_eq!(store.files(), 0);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(files_in(dir.path()), 0);
     }
 
     #[test]
@@ -393,7 +456,7 @@ mod tests {
             .unwrap();
         store.put(&rec(10, &a, "a")).unwrap();
         store.put(&rec(11, &b, "b")).unwrap();
-        assert_eq!(store.hours.lock().unwrap()[&0].candidates(fingerprint(a.as_bytes())).count(), 2);
+        assert_eq!(store.candidates(fingerprint(a.as_bytes())).unwrap().len(), 2);
         assert_eq!(store.get(a.as_bytes(), 20).unwrap().body, b"a");
         assert_eq!(store.get(b.as_bytes(), 20).unwrap().body, b"b");
     }

@@ -124,15 +124,23 @@ impl Application {
             checkpoints,
             access_log: access_log.clone(),
         });
-        // Each hour's idempotency file is deleted once all its responses have expired.
+        // The idempotency store's lookup entries move to disk every few seconds, and each hour's
+        // file is deleted (every ten minutes, a sweep) once all its responses have expired.
         let sweeper = state.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            for n in 0u64.. {
                 tick.tick().await;
                 let s = sweeper.clone();
-                let _ = tokio::task::spawn_blocking(move || s.idem.sweep()).await;
+                let sweep = n.is_multiple_of(120);
+                let _ = tokio::task::spawn_blocking(move || {
+                    s.idem.maintain();
+                    if sweep {
+                        s.idem.sweep();
+                    }
+                })
+                .await;
             }
         });
         let listener = std::net::TcpListener::bind(settings.bind).map_err(|e| StartError::Bind(settings.bind, e))?;

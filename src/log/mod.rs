@@ -508,7 +508,8 @@ impl EventLog {
 
     /// The event with this id, if stored.
     pub fn read_event(&self, event_id: Uuid) -> Result<Option<Envelope>, ReadError> {
-        for loc in self.inner.index.event_candidates(event_id) {
+        let candidates = self.inner.index.event_candidates(event_id).map_err(|e| ReadError::Index(e.to_string()))?;
+        for loc in candidates {
             if loc.position > self.committed() {
                 continue;
             }
@@ -526,7 +527,7 @@ impl EventLog {
         if position == 0 || position > self.committed() {
             return Ok(None);
         }
-        match self.inner.index.loc(position) {
+        match self.inner.index.loc(position).map_err(|e| ReadError::Index(e.to_string()))? {
             None => Ok(None),
             Some(loc) => self.inner.shared.with_loc(loc, f).map(Some).map_err(ReadError::Damaged),
         }
@@ -537,7 +538,7 @@ impl EventLog {
         if position == 0 || position > self.committed() {
             return Ok(None);
         }
-        match self.inner.index.loc(position) {
+        match self.inner.index.loc(position).map_err(|e| ReadError::Index(e.to_string()))? {
             None => Ok(None),
             Some(loc) => self.inner.shared.read_loc(loc).map(Some).map_err(ReadError::Damaged),
         }
@@ -557,7 +558,8 @@ impl EventLog {
             self.inner.index.stream_range(&key, 1, from_version, true, limit)
         } else {
             self.inner.index.stream_range(&key, from_version.max(1), u64::MAX, false, limit)
-        };
+        }
+        .map_err(|e| ReadError::Index(e.to_string()))?;
         let committed = self.committed();
         locs.into_iter()
             .filter(|(_, loc)| loc.position <= committed)
@@ -658,7 +660,7 @@ impl LogIter {
         // Seek straight to `from` when the index knows it; otherwise (catching up) to the last
         // position it knows in this segment, or the segment's start, and skip forward.
         let known = from.min(index.indexed());
-        let (mut pos, offset) = match index.loc(known) {
+        let (mut pos, offset) = match index.loc(known).map_err(|e| ReadError::Index(e.to_string()))? {
             Some(loc) if loc.position >= seg.first_position => (loc.position, loc.offset as u64),
             _ => (seg.first_position, HEADER_LEN),
         };

@@ -272,7 +272,9 @@ impl Writer {
                 Some((p.stream.clone(), p.event_type.clone(), p.schema_version, p.digest, p.position, p.version, true))
             } else {
                 let mut found = None;
-                for loc in self.index.event_candidates(ev.event_id) {
+                let candidates =
+                    self.index.event_candidates(ev.event_id).map_err(|e| AppendError::Storage(e.to_string()))?;
+                for loc in candidates {
                     let env = self.shared.read_loc(loc).map_err(AppendError::Storage)?;
                     if env.event_id == ev.event_id {
                         found = Some((
