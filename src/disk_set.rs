@@ -12,7 +12,7 @@
 //!   lookup finds its block in memory and reads it with one `pread` (8 bytes of memory per 256
 //!   entries);
 //! - `recent`: the entries inserted since the last merge, sorted, bounded by [`DiskSet::maintain`],
-//!   which rewrites a shard's run once its `recent` holds an eighth of it (at least
+//!   which rewrites a shard's run once its `recent` holds a 32nd of it (at least
 //!   [`MIN_MERGE`]).
 //!
 //! Locks: each shard is behind a `RwLock`, and no lock is held for a merge's I/O. A merge clones
@@ -38,6 +38,10 @@ pub const MIN_MERGE: usize = 256;
 /// The most: past 32 KiB a shard merges whatever its run's size, so memory stays bounded
 /// (64 shards: 2 MiB) at the cost of rewriting a large run more often.
 pub const MAX_MERGE: usize = 4096;
+/// Between the two, a shard merges when its `recent` holds a 32nd of its run: each entry is
+/// rewritten ~22 times per doubling of its shard, and memory holds ~1/64 of the entries (an eighth
+/// held 1/16, which the soak saw grow with the record).
+const MERGE_FRACTION: u64 = 32;
 /// Entries per block of a run: one fence each, one `pread` (2 KiB) per block a lookup touches.
 const BLOCK_ENTRIES: usize = 256;
 /// The write buffer and the read chunk of a merge.
@@ -168,7 +172,7 @@ impl DiskSet {
     }
 
     /// Merges into its run file every shard whose `recent` holds at least
-    /// `max(MIN_MERGE, run_len / 8)` entries (at most `MAX_MERGE`), or — when `force` — every shard that has a run or
+    /// `max(MIN_MERGE, run_len / 32)` entries (at most `MAX_MERGE`), or — when `force` — every shard that has a run or
     /// recent entries. Entries for which `keep(e)` is false are left out of the new run (and leave
     /// `recent` with the merge). Returns how many shards were merged. Only one `maintain` runs at
     /// a time; `insert` and `range` keep working while it does its I/O.
@@ -191,7 +195,7 @@ impl DiskSet {
             let due = if force {
                 s.run.is_some() || !s.recent.is_empty()
             } else {
-                s.recent.len() >= MIN_MERGE.max((s.run_len / 8) as usize).min(MAX_MERGE)
+                s.recent.len() >= MIN_MERGE.max((s.run_len / MERGE_FRACTION) as usize).min(MAX_MERGE)
             };
             if !due {
                 return Ok(false);

@@ -304,6 +304,9 @@ impl Positions {
     }
 }
 
+/// How many persisted positions keep their offsets in memory (256 KiB).
+const RECENT_OFFSETS: usize = 1 << 16;
+
 /// A position not persisted yet: what its slot in the entries file will hold.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -324,9 +327,28 @@ struct Mem {
     unpersisted_from: u64,
     /// The sealed chunks of the streams' positions.
     scratch: SealedPositions,
+    /// The offsets of the newest positions, from `offsets_from`: every unpersisted one and up to
+    /// [`RECENT_OFFSETS`] before them. A history page shows a course's newest events, which are
+    /// nearly always here, so it reads no slot (a `pread` per item cost the soak's mix a tenth
+    /// of its peak).
+    recent_offsets: std::collections::VecDeque<u32>,
+    offsets_from: u64,
+    /// [`RECENT_OFFSETS`] (tests take fewer, to read slots).
+    offsets_kept: usize,
     /// Streams whose head moved since the last persist, and streams new since then.
     dirty: HashSet<u32>,
     new_streams: Vec<u32>,
+}
+
+impl Mem {
+    /// Drops the oldest offsets past the [`RECENT_OFFSETS`] kept, never an unpersisted one.
+    fn forget_old_offsets(&mut self) {
+        let persisted = self.unpersisted_from - self.offsets_from;
+        let excess = self.recent_offsets.len().saturating_sub(self.unpersisted.len() + self.offsets_kept);
+        let n = (persisted as usize).min(excess);
+        self.recent_offsets.drain(..n);
+        self.offsets_from += n as u64;
+    }
 }
 
 pub struct Index {
@@ -436,6 +458,9 @@ impl Index {
             unpersisted: Vec::new(),
             unpersisted_from: checkpoint + 1,
             scratch: SealedPositions::create(path)?,
+            recent_offsets: Default::default(),
+            offsets_from: checkpoint + 1,
+            offsets_kept: RECENT_OFFSETS,
             dirty: HashSet::new(),
             new_streams: Vec::new(),
         };
@@ -581,9 +606,9 @@ impl Index {
         }
         {
             let m = self.read();
-            if position >= m.unpersisted_from {
-                let at = (position - m.unpersisted_from) as usize;
-                return Ok(m.unpersisted.get(at).map(|e| Loc { position, offset: e.offset }));
+            if position >= m.offsets_from {
+                let at = (position - m.offsets_from) as usize;
+                return Ok(m.recent_offsets.get(at).map(|offset| Loc { position, offset: *offset }));
             }
         }
         // Persisted: its slot was written (and synced) before `unpersisted_from` passed it, and
@@ -676,7 +701,9 @@ impl Index {
             m.dirty.insert(no);
             self.ids.insert(e.event_id, e.loc.position);
             m.unpersisted.push(Pending { id: e.event_id, stream_no: no, offset: e.loc.offset });
+            m.recent_offsets.push_back(e.loc.offset);
         }
+        m.forget_old_offsets();
     }
 
     /// Whether enough is waiting that the writer should persist now (a block boundary passed).
@@ -723,6 +750,7 @@ impl Index {
                     let mut m = self.mem.write().unwrap_or_else(|p| p.into_inner());
                     m.unpersisted.drain(..entries.len());
                     m.unpersisted_from = first + entries.len() as u64;
+                    m.forget_old_offsets();
                 }
                 // Ids waiting in memory go to their runs here, off the writer's path. A failure
                 // (a full disk) only keeps them in memory until the next persist.
@@ -884,15 +912,23 @@ mod tests {
             }
         };
         let index = Index::open(dir.path()).unwrap();
+        // Few offsets kept in memory, so most are read from their slots.
+        index.mem.write().unwrap().offsets_kept = 50;
         add(&index, &mut model, 1, 700);
         check(&index, &model, 700);
         index.persist().unwrap();
         check(&index, &model, 700);
         add(&index, &mut model, 701, 1000);
         check(&index, &model, 1000);
+        {
+            let m = index.read();
+            assert_eq!(m.offsets_from, 651, "700 persisted, 50 of them kept, and the 300 unpersisted");
+            assert_eq!(m.recent_offsets.len(), 350);
+        }
         index.persist().unwrap();
         drop(index);
         let index = Index::open(dir.path()).unwrap();
+        index.mem.write().unwrap().offsets_kept = 50;
         check(&index, &model, 1000);
         add(&index, &mut model, 1001, 1100);
         check(&index, &model, 1100);
