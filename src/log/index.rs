@@ -1,5 +1,8 @@
 //! The index: where each event is, which ids exist, and each stream's head. Derived from the log,
-//! held in memory for the hot paths, persisted in sled so a restart does not rescan the log.
+//! persisted so a restart does not rescan the log. Memory keeps what is bounded by the streams
+//! and what waits for the next persist; what grows with every event is read from files (an
+//! offset from its slot, an id from a [`DiskSet`], a stream's older positions from the scratch
+//! file of sealed chunks), except the newest 65,536 offsets, kept for history pages.
 //!
 //! Why not one sled key per event: on this class of machine a sled insert costs 8–10 µs, and an
 //! event needs two or three of them, which caps durable appends far below what group commit
