@@ -442,6 +442,24 @@ mod tests {
         assert_eq!(files_in(dir.path()), 0);
     }
 
+    /// The sweep takes an expired hour's entries out of the lookup set too (not only its
+    /// file), and a retention the 8-bit hour cannot tell apart is refused.
+    #[test]
+    fn the_sweep_drops_expired_lookup_entries_and_a_long_retention_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdempotencyFiles::open(dir.path(), DAY, 0).unwrap();
+        for i in 0..300 {
+            store.put(&rec(i, &format!("old{i}"), "o")).unwrap();
+            store.put(&rec(3600 + i, &format!("new{i}"), "n")).unwrap();
+        }
+        store.maintain();
+        assert_eq!(store.set.len(), 600);
+        assert_eq!(store.sweep(DAY + 3600), 1);
+        assert_eq!(store.set.len(), 300, "the expired hour's entries are gone");
+        assert_eq!(store.get(b"new7", DAY + 3600).unwrap().body, b"n");
+        assert!(IdempotencyFiles::open(&dir.path().join("x"), MAX_RETENTION_SECS + 1, 0).is_err());
+    }
+
     #[test]
     fn a_fingerprint_collision_is_told_apart_by_the_key() {
         let dir = tempfile::tempdir().unwrap();
