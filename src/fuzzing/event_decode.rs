@@ -87,7 +87,7 @@ pub fn check(data: &[u8]) {
         };
         if let Some(event) = course_event(event_type, version, payload, &meta) {
             apply(&mut state, &event, &meta);
-            view.apply(&Recorded { position: n, meta: meta.clone() }, &event);
+            view.apply(&Recorded { position: n, offset: Default::default(), meta: meta.clone() }, &event);
         }
         if let Some(event) = company_event(event_type, version, payload) {
             apply_company(&mut company, &event, &meta);

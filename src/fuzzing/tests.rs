@@ -420,7 +420,7 @@ admin AccountDisabled 1 {"account_id":"00000000-0000-0000-0000-000000000005"}
                         recorded_at: at,
                         actor: crate::domain::Actor { account_id: account_of(*role), role: *role },
                     };
-                    view.apply(&Recorded { position: n as u64 + 1, meta }, e);
+                    view.apply(&Recorded { position: n as u64 + 1, offset: Default::default(), meta }, e);
                 }
                 view
             })

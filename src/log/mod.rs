@@ -97,6 +97,10 @@ pub struct AppendResult {
     /// True when every event id was already stored with the same content: nothing was appended
     /// and this is the original result.
     pub duplicate: bool,
+    /// When the log recorded the events, exactly as stored (`None` for a duplicate: the
+    /// original's time is not looked up). Lets a caller apply what it appended without reading
+    /// it back.
+    pub recorded_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -533,6 +537,33 @@ impl EventLog {
         }
     }
 
+    /// [`Self::with_event_at`] with the record's offset in its segment as the caller last saw it
+    /// ([`LogIter::next_payload_into`]; 0 when unknown): read there directly, without the
+    /// index's lookup, which is a `pread` of its own for an event outside the newest ones (half
+    /// the reads of a history page). The record read is checked (CRC, and that it holds
+    /// `position`); an offset that does not hold it falls back to the index.
+    pub fn with_event_near<R>(
+        &self,
+        position: u64,
+        offset: u32,
+        f: impl FnOnce(&EventRef<'_>) -> R,
+    ) -> Result<Option<R>, ReadError> {
+        if position == 0 || position > self.committed() {
+            return Ok(None);
+        }
+        let mut f = Some(f);
+        if offset != 0
+            && let Ok(Some(r)) = self.inner.shared.with_loc(Loc { position, offset }, |e| f.take().map(|f| f(e)))
+        {
+            return Ok(Some(r));
+        }
+        // `f` is still there: `with_loc` calls it only for the record it was sent to.
+        match f {
+            Some(f) => self.with_event_at(position, f),
+            None => Ok(None),
+        }
+    }
+
     /// The event at a global position, if it is committed.
     pub fn read_position(&self, position: u64) -> Result<Option<Envelope>, ReadError> {
         if position == 0 || position > self.committed() {
@@ -684,13 +715,18 @@ impl LogIter {
     }
 
     /// Appends the next record's payload (CRC and position checked, not decoded) to `bytes` and
-    /// returns where it sits: for bulk readers that decode in place on other threads (a rebuild),
-    /// without building an envelope per event.
-    pub fn next_payload_into(&mut self, bytes: &mut Vec<u8>) -> Option<Result<std::ops::Range<usize>, ReadError>> {
-        self.advance(|_, payload| {
+    /// returns where it sits, with the record's offset in its segment (a reader may keep it, to
+    /// read the event again without the index: [`EventLog::with_event_near`]): for bulk readers
+    /// that decode in place on other threads (a rebuild), without building an envelope per event.
+    pub fn next_payload_into(
+        &mut self,
+        bytes: &mut Vec<u8>,
+    ) -> Option<Result<(std::ops::Range<usize>, u32), ReadError>> {
+        self.advance(|off, payload| {
             let start = bytes.len();
             bytes.extend_from_slice(payload);
-            Ok(start..bytes.len())
+            // Segments are far below 4 GiB (`LogConfig::segment_size`); 0 means "unknown".
+            Ok((start..bytes.len(), u32::try_from(off).unwrap_or(0)))
         })
     }
 

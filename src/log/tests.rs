@@ -617,6 +617,37 @@ fn appends_only_data_an_export_carries_byte_for_byte() {
 /// first read's 1,024 bytes (a second read fetches the rest), and one after it again (the
 /// thread's buffer keeps no stale bytes); past the head it is `None`; a record damaged on disk
 /// is an error, not a wrong answer.
+/// A reader that kept a record's offset ([`LogIter::next_payload_into`]) reads the event there;
+/// an offset that does not hold that position (stale, or another record's) falls back to the
+/// index, and never yields another event.
+#[test]
+fn an_event_is_read_at_a_kept_offset_and_a_wrong_offset_falls_back_to_the_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = course();
+    let log = open(tmp.path());
+    for n in 0..6 {
+        log.append_blocking(&s, ExpectedVersion::Any, vec![ev(n)]).unwrap();
+    }
+    let mut it = log.iter_from(1).unwrap();
+    let mut bytes = Vec::new();
+    let mut offsets = Vec::new();
+    while let Some(r) = it.next_payload_into(&mut bytes) {
+        offsets.push(r.unwrap().1);
+    }
+    assert_eq!(offsets.len(), 6);
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]) && offsets[0] > 0, "{offsets:?}");
+    let id_at = |p: u64| log.read_position(p).unwrap().unwrap().event_id;
+    for p in 1..=6u64 {
+        let right = offsets[p as usize - 1];
+        // The kept offset, another record's, one inside a record, and "unknown".
+        for offset in [right, offsets[(p as usize) % 6], right + 3, 0] {
+            let seen = log.with_event_near(p, offset, |e| (e.position, e.event_id)).unwrap();
+            assert_eq!(seen, Some((p, id_at(p))), "position {p} at offset {offset}");
+        }
+    }
+    assert_eq!(log.with_event_near(7, offsets[0], |e| e.position).unwrap(), None, "not committed");
+}
+
 #[test]
 fn an_event_read_in_place_agrees_with_the_envelope() {
     let tmp = tempfile::tempdir().unwrap();

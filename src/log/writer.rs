@@ -309,6 +309,7 @@ impl Writer {
                 last_position: originals.iter().map(|o| o.0).max().unwrap_or(0),
                 version: originals.iter().map(|o| o.1).max().unwrap_or(0),
                 duplicate: true,
+                recorded_at: None,
             };
             return Ok(if originals.iter().any(|o| o.2) {
                 Outcome::AfterCommit(result)
@@ -400,6 +401,7 @@ impl Writer {
             last_position: *position,
             version: new_version,
             duplicate: false,
+            recorded_at: Some(super::envelope::from_nanos(recorded_nanos)),
         }))
     }
 

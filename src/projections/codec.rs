@@ -211,6 +211,15 @@ trait Bin: Sized {
     fn get(d: &mut Dec<'_>) -> Option<Self>;
 }
 
+impl Bin for SegmentOffset {
+    fn put(&self, e: &mut Enc) {
+        self.0.put(e);
+    }
+    fn get(d: &mut Dec<'_>) -> Option<Self> {
+        u32::get(d).map(SegmentOffset)
+    }
+}
+
 impl Bin for u64 {
     fn put(&self, e: &mut Enc) {
         put_varint(&mut e.buf, *self);
@@ -461,7 +470,7 @@ bin_struct! {
     Placement { placement_id, kind, company_id, workplace, mentor, hours_per_week, start_date, end_date, outcome }
     Agreement { agreement_id, placement_id, mentor, valid_from, valid_to, hours_per_week, renewals }
     Closure { outcome, at }
-    Observation { event_id, position, occurred_at, actor, status, obs }
+    Observation { event_id, position, offset, occurred_at, actor, status, obs }
 }
 
 /// Every field of a view but its observations (destructured, so none can be forgotten).

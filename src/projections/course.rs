@@ -31,10 +31,26 @@ use crate::domain::{
     LongText, PlacementId, ProgrammeKind, Role, ShortText,
 };
 
+/// Where an event's record sits in its log segment, as the reader that applied it saw it (0:
+/// unknown, e.g. folded from envelopes). A hint for reading the event again without the index,
+/// not part of what a view says: any two hints compare equal, so a view folded from envelopes
+/// equals the engine's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SegmentOffset(pub u32);
+
+impl PartialEq for SegmentOffset {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SegmentOffset {}
+
 /// Where an event sits in the log, besides its envelope metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
     pub position: u64,
+    pub offset: SegmentOffset,
     pub meta: EventMeta,
 }
 
@@ -236,6 +252,10 @@ pub struct Observation {
     pub event_id: Uuid,
     /// Log position of the original event; with `occurred_at` it orders the timeline.
     pub position: u64,
+    /// Where that event's record sits in its log segment (0: unknown), so a history page reads
+    /// each item's event without first looking its offset up in the index.
+    #[serde(skip)]
+    pub offset: SegmentOffset,
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: OffsetDateTime,
     pub actor: Actor,
@@ -367,6 +387,7 @@ impl CourseView {
             let o = Observation {
                 event_id: meta.event_id,
                 position: rec.position,
+                offset: rec.offset,
                 occurred_at: at,
                 actor: meta.actor,
                 status: ObsStatus::Standing,

@@ -73,7 +73,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use chunk_file::ChunkFile;
-pub use course::{CourseView, Observation, Recorded};
+pub use course::{CourseView, Observation, Recorded, SegmentOffset};
 use obs_list::{ChunkReader, ChunkSource, ObsList};
 pub use views::{
     ActionItem, ActionState, ComplianceState, ContactFrequency, CourseStatus, Cursor, EventDetail, HistoryFilter,
@@ -91,7 +91,7 @@ pub const NAMES: &[&str] = &["course_status", "contact_frequency", "actions", "c
 
 /// Bumped when the persisted form of [`CourseView`] ([`codec`]) changes; a store in another
 /// format is rebuilt.
-const FORMAT: &[u8] = b"vivirk-projections-4";
+const FORMAT: &[u8] = b"vivirk-projections-5";
 const KEY_FORMAT: &[u8] = b"m:format";
 const KEY_CHECKPOINT: &[u8] = b"m:checkpoint";
 /// `c` course → the course's head record ([`codec::encode_head`]).
@@ -316,12 +316,12 @@ pub enum Skip {
 
 /// Turns an envelope into a course id and a decoded event. Shared by the engine and as-of.
 pub fn decode_envelope(env: &Envelope) -> Result<(CourseId, Recorded, CourseEvent), Skip> {
-    decode_fields(&env.canonical_fields(), &env.data)
+    decode_fields(&env.canonical_fields(), &env.data, 0)
 }
 
 /// The one decode of a stored course event, from its canonical fields, borrowed from an envelope
 /// or from a record read in place, and its data.
-fn decode_fields(c: &CanonicalFields<'_>, data: &[u8]) -> Result<(CourseId, Recorded, CourseEvent), Skip> {
+fn decode_fields(c: &CanonicalFields<'_>, data: &[u8], offset: u32) -> Result<(CourseId, Recorded, CourseEvent), Skip> {
     if category_of(c.stream) != "course" {
         return Err(Skip::NotACourse);
     }
@@ -335,7 +335,7 @@ fn decode_fields(c: &CanonicalFields<'_>, data: &[u8]) -> Result<(CourseId, Reco
         recorded_at: from_nanos(c.recorded_at_nanos),
         actor: Actor { account_id: AccountId(c.actor.account_id), role },
     };
-    Ok((course_id, Recorded { position: c.position, meta }, event))
+    Ok((course_id, Recorded { position: c.position, offset: SegmentOffset(offset), meta }, event))
 }
 
 fn warn_bad(position: u64, event_type: &str, schema_version: u16) {
@@ -365,7 +365,8 @@ struct DecodedChunk {
 /// a large catch-up decodes them in place on other threads, with no envelope built per event.
 struct RawChunk {
     bytes: Vec<u8>,
-    payloads: Vec<std::ops::Range<usize>>,
+    /// Each payload's range in `bytes` and its record's offset in its segment.
+    payloads: Vec<(std::ops::Range<usize>, u32)>,
 }
 
 fn read_chunk(it: &mut LogIter, max: u64) -> Result<RawChunk, ProjectionError> {
@@ -374,7 +375,7 @@ fn read_chunk(it: &mut LogIter, max: u64) -> Result<RawChunk, ProjectionError> {
     for _ in 0..n {
         match it.next_payload_into(&mut raw.bytes) {
             None => break,
-            Some(Ok(range)) => raw.payloads.push(range),
+            Some(Ok(p)) => raw.payloads.push(p),
             Some(Err(e)) => return Err(ProjectionError::Log(e.to_string())),
         }
     }
@@ -388,12 +389,12 @@ fn decode_chunk(raw: &RawChunk) -> Result<DecodedChunk, ProjectionError> {
         bad: 0,
         last: 0,
     };
-    for range in &raw.payloads {
+    for (range, offset) in &raw.payloads {
         let payload = decode_payload_ref(&raw.bytes[range.clone()]).map_err(|e| ProjectionError::Log(e.to_string()))?;
         let (position, event_type, version) =
             (payload.canonical.position, payload.canonical.event_type, payload.canonical.schema_version);
         chunk.last = position;
-        match decode_fields(&payload.canonical, payload.data) {
+        match decode_fields(&payload.canonical, payload.data, *offset) {
             Ok(x) => chunk.events.push(x),
             Err(Skip::NotACourse) => {}
             Err(Skip::Bad) => {
@@ -1224,17 +1225,19 @@ impl Projections {
         for item in &mut items {
             // An uncorrected item shows its own event, found by position (a direct index);
             // a corrected one shows the correction, found by id.
-            let at = (item.source_event_id == item.event_id).then_some(item.position);
+            let at = (item.source_event_id == item.event_id).then_some((item.position, item.offset.0));
             item.detail = self.detail(item.source_event_id, at);
         }
         Ok(Some(HistoryPage { items, next_cursor: next.map(|c| c.encode()), course_version }))
     }
 
     /// The effective payload of an observation: the event itself, or a correction's replacement.
-    fn detail(&self, event_id: Uuid, position: Option<u64>) -> Option<EventDetail> {
-        // Most items: the event itself, in its current version, served as stored, read in place.
-        if let Some(p) = position {
-            let stored = self.inner.log.with_event_at(p, |e| {
+    fn detail(&self, event_id: Uuid, at: Option<(u64, u32)>) -> Option<EventDetail> {
+        // Most items: the event itself, in its current version, served as stored, read in place
+        // where the observation says it is.
+        let position = at.map(|(p, _)| p);
+        if let Some((p, offset)) = at {
+            let stored = self.inner.log.with_event_near(p, offset, |e| {
                 (e.event_id == event_id).then(|| EventDetail::stored(e.event_type, e.schema_version, e.data))
             });
             if let Ok(Some(Some(Some(d)))) = stored {

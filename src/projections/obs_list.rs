@@ -481,12 +481,13 @@ mod tests {
 
     use super::*;
     use crate::domain::{AccountId, Actor, Role};
-    use crate::projections::course::{Obs, ObsStatus};
+    use crate::projections::course::{Obs, ObsStatus, SegmentOffset};
 
     fn obs(n: u128) -> Observation {
         Observation {
             event_id: Uuid::from_u128(n),
             position: n as u64,
+            offset: SegmentOffset(n as u32),
             occurred_at: datetime!(2026-01-05 09:00 UTC),
             actor: Actor { account_id: AccountId(Uuid::from_u128(7)), role: Role::Mentor },
             status: ObsStatus::Standing,
@@ -709,5 +710,16 @@ mod tests {
         let back: ObsList = serde_json::from_value(json).unwrap();
         assert_eq!(back, list);
         assert_eq!((back.sealed_chunks(), back.tail().len()), (1, 2));
+    }
+
+    /// Offsets compare equal whatever they are (a hint), so equality cannot show that the store
+    /// keeps them: read them back one by one.
+    #[test]
+    fn a_stored_chunk_keeps_each_observation_s_segment_offset() {
+        let obs: Vec<Observation> =
+            (1..=CHUNK_OBS as u128).map(|n| Observation { offset: SegmentOffset(n as u32 * 977), ..obs(n) }).collect();
+        let back = codec::decode_chunk(&codec::encode_chunk(&obs)).expect("decodes");
+        let offsets: Vec<u32> = back.iter().map(|o| o.offset.0).collect();
+        assert_eq!(offsets, (1..=CHUNK_OBS as u32).map(|n| n * 977).collect::<Vec<_>>());
     }
 }

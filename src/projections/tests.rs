@@ -926,6 +926,7 @@ fn rich_view() -> CourseView {
     let obs = |i: u128, status: ObsStatus, obs: Obs| Observation {
         event_id: t::id(0xE00 + i),
         position: 1000 + i as u64,
+        offset: Default::default(),
         occurred_at: t1 + Duration::hours(i as i64),
         actor,
         status,
@@ -1260,6 +1261,7 @@ proptest! {
             view.observations.push(course::Observation {
                 event_id: t::id(0xE000 + i as u128),
                 position: 10 + i as u64,
+                offset: Default::default(),
                 // Times collide and go backwards: backdated entries and same-minute ones.
                 occurred_at: base + Duration::minutes(*minutes),
                 actor,

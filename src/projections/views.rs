@@ -729,6 +729,9 @@ pub struct HistoryItem {
     /// The event whose payload is shown (a correction's id when corrected).
     pub source_event_id: Uuid,
     pub position: u64,
+    /// Where the item's event sits in its log segment (0: unknown); not part of the page.
+    #[serde(skip)]
+    pub offset: SegmentOffset,
     pub kind: InteractionKind,
     pub actor: Actor,
     #[serde(with = "time::serde::rfc3339")]
@@ -841,6 +844,7 @@ fn item(o: &Observation) -> Option<HistoryItem> {
         event_id: o.event_id,
         source_event_id: o.source_event_id(),
         position: o.position,
+        offset: o.offset,
         kind: InteractionKind::of(&o.obs)?,
         actor: o.actor,
         occurred_at: o.occurred_at,
