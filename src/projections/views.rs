@@ -779,8 +779,16 @@ impl EventDetail {
             return None;
         }
         let data = std::str::from_utf8(data).ok()?;
-        // Type names are identifiers (`TYPES` above), so they need no escaping.
-        let json = format!(r#"{{"event_type":"{event_type}","schema_version":{schema_version},"data":{data}}}"#);
+        // Type names are identifiers (`TYPES` above), so they need no escaping. Built by hand at
+        // its final size: `format!` and the growth it caused were ~4 % of a history page.
+        let mut json = String::with_capacity(56 + event_type.len() + data.len());
+        json.push_str(r#"{"event_type":""#);
+        json.push_str(event_type);
+        json.push_str(r#"","schema_version":"#);
+        let _ = std::fmt::Write::write_fmt(&mut json, format_args!("{schema_version}"));
+        json.push_str(r#","data":"#);
+        json.push_str(data);
+        json.push('}');
         // Checks the syntax (a cheap scan, not a decode), so a page is always valid JSON.
         serde_json::value::RawValue::from_string(json).ok().map(Self)
     }
