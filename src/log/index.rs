@@ -709,11 +709,9 @@ impl Index {
         m.forget_old_offsets();
     }
 
-    /// Whether enough is waiting that the writer should persist now (a block boundary passed).
-    pub fn block_ready(&self) -> bool {
-        let m = self.read();
-        let from = m.unpersisted_from;
-        !m.unpersisted.is_empty() && (from - 1) / BLOCK != (from - 1 + m.unpersisted.len() as u64) / BLOCK
+    /// How many appended events wait in memory for the next persist.
+    pub fn unpersisted(&self) -> usize {
+        self.read().unpersisted.len()
     }
 
     /// Writes everything not yet persisted: the new events' slots to the entries file (synced),

@@ -43,6 +43,7 @@ fn config_persisting_every(dir: &Path, every: u64) -> ProjectionConfig {
     let mut c = config(dir);
     c.persist_every = every;
     c.persist_interval = std::time::Duration::from_secs(3600);
+    c.sweep_interval = std::time::Duration::from_secs(3600);
     c
 }
 
@@ -547,7 +548,8 @@ fn the_follower_sweeps_only_when_no_persist_is_in_flight() {
     let mut f = Fixture::new();
     fill(&mut f, 200);
     let mut c = config_persisting_every(&f.dir, u64::MAX);
-    c.persist_interval = std::time::Duration::ZERO; // a sweep is always due
+    c.persist_interval = std::time::Duration::ZERO; // a persist by time is always due …
+    c.sweep_interval = std::time::Duration::ZERO; // … and so is a sweep
     drop(Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap());
     let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
     let course = f.course;
