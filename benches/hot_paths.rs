@@ -546,7 +546,7 @@ mod projection {
         let req = actix_web::test::TestRequest::get().uri("/v1/courses/x/contacts?limit=50").to_http_request();
         bencher.bench_local(|| {
             let tag = version_tag(&[b"contacts", &page.course_version.to_be_bytes(), req.query_string().as_bytes()]);
-            tagged_json(&req, tag, black_box(&page)).map(|r| r.status())
+            tagged_json(&req, tag, black_box(&page), page.json_size_hint()).map(|r| r.status())
         });
     }
 

@@ -150,9 +150,7 @@ pub async fn contact_history(
         .ok_or(ApiError::NotFound)?;
     use_.record(&state, &caller, &req, Some(course)).await;
     let tag = tag(page.course_version);
-    // An item is ~300 bytes of fields plus its event as stored.
-    let size = page.items.iter().map(|i| 320 + i.detail.as_ref().map_or(0, |d| d.json().len())).sum::<usize>() + 128;
-    super::tagged_json(&req, tag, &page, size)
+    super::tagged_json(&req, tag, &page, page.json_size_hint())
 }
 
 /// Contacts per ISO week and month by role, channel, direction and outreach; days since the

@@ -815,6 +815,14 @@ pub struct HistoryPage {
     pub course_version: u64,
 }
 
+impl HistoryPage {
+    /// About how many bytes the page takes as JSON: an item's fields are ~300 bytes, plus its
+    /// event as stored.
+    pub fn json_size_hint(&self) -> usize {
+        128 + self.items.iter().map(|i| 320 + i.detail.as_ref().map_or(0, |d| d.json().len())).sum::<usize>()
+    }
+}
+
 fn matches(view: &CourseView, o: &Observation, f: &HistoryFilter) -> bool {
     let Some(kind) = InteractionKind::of(&o.obs) else { return false };
     if !o.standing() || f.kind.is_some_and(|k| k != kind) || f.role.is_some_and(|r| r != o.actor.role) {
