@@ -244,12 +244,16 @@ impl ObsList {
         }
         if self.source.is_some() {
             // The engine's list (its store can take the chunk): the chunk is kept as the record
-            // a persist writes, not decoded, and the tail keeps its room for the next 64. Kept
-            // decoded, a write load's newly sealed chunks stayed until the second sweep after
-            // (10–20 s). `benches/writes.py`, four alternated pairs: peak RSS 332–368 MB against
-            // 370–385, the same CPU per check-in (73–89 against 77–95 µs).
+            // a persist writes, not decoded. Kept decoded, a write load's newly sealed chunks
+            // stayed until the second sweep after (10–20 s). `benches/writes.py`, four
+            // alternated pairs: peak RSS 332–368 MB against 370–385, the same CPU per check-in
+            // (73–89 against 77–95 µs).
             let sealed = Sealed::encoded(&self.tail);
-            self.tail.clear();
+            // The tail starts again from nothing rather than keeping its room for 64 (112 bytes
+            // each): a full room in every course was the largest part of the write load's peak
+            // (heaptrack, 10,000 courses: ~54 MB in tails); growing by doubling, a tail holds
+            // about two thirds of that on average.
+            self.tail = Vec::new();
             self.sealed.push(Arc::new(sealed));
         } else {
             let full = std::mem::take(&mut self.tail);
@@ -665,7 +669,8 @@ mod tests {
     }
 
     /// The engine's list (one with a store to read from) seals a chunk as its record alone: nothing
-    /// decoded until read, the same observations when read, and the tail keeps its room.
+    /// decoded until read, the same observations when read, and the tail starts again small
+    /// (not with room for a whole chunk: that was the largest part of a write load's peak).
     #[test]
     fn a_list_with_a_store_seals_chunks_as_records() {
         let store = Arc::new(MapStore::default());
@@ -673,7 +678,7 @@ mod tests {
         list.set_source(source(&store));
         list.extend((1..=2 * CHUNK_OBS as u128 + 3).map(obs));
         assert_eq!((list.decoded_chunks(), list.recorded_chunks()), (0, 2));
-        assert!(list.tail.capacity() >= CHUNK_OBS, "the tail kept its room");
+        assert!(list.tail.capacity() < CHUNK_OBS, "the tail kept its room: {}", list.tail.capacity());
         assert!(list.iter().eq((1..=2 * CHUNK_OBS as u128 + 3).map(obs).collect::<Vec<_>>().iter()));
         assert_eq!((list.decoded_chunks(), store.reads.load(Ordering::Relaxed)), (2, 0), "decoded from memory");
         // Without a store (an as-of fold, a copy), chunks are sealed decoded, as before.
