@@ -572,6 +572,53 @@ fn the_follower_sweeps_only_when_no_persist_is_in_flight() {
     assert_eq!(decoded(), Some(0));
 }
 
+/// The sweep has its own interval: with persists by time far off, a due sweep still forgets
+/// the chunks no read used.
+#[test]
+fn the_sweep_runs_on_its_own_interval_not_the_persist_s() {
+    let mut f = Fixture::new();
+    fill(&mut f, 200);
+    let mut c = config_persisting_every(&f.dir, u64::MAX); // persists by time an hour apart
+    c.sweep_interval = std::time::Duration::ZERO;
+    drop(Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap());
+    let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
+    let course = f.course;
+    let decoded = || p.read().courses.get(&course).map(|v| v.observations.decoded_chunks());
+    p.contact_history(course, &HistoryFilter::default(), None, 500).unwrap().unwrap();
+    assert_eq!(decoded(), Some(3));
+    let mut applier = p.inner.applier.lock().unwrap();
+    p.sweep_when_due(&mut applier);
+    p.sweep_when_due(&mut applier);
+    assert_eq!(decoded(), Some(0), "the sweep waited for the persist interval");
+}
+
+/// Every observation keeps the offset of its event's record in its segment, as the log holds
+/// it, whether applied from the log or loaded back from the store (sealed chunks and tail), so
+/// a history page can read each item without the index. (Offsets compare equal whatever they
+/// are, so they are compared by value here.)
+#[test]
+fn observations_keep_their_events_offsets_through_the_store() {
+    let (f, c, p) = filled_and_persisted(150);
+    let mut it = f.log.iter_from(1).unwrap();
+    let mut bytes = Vec::new();
+    let mut offsets = std::collections::HashMap::new();
+    let mut position = 0;
+    while let Some(r) = it.next_payload_into(&mut bytes) {
+        position += 1;
+        offsets.insert(position, r.unwrap().1);
+    }
+    let kept = |p: &Projections| -> Vec<(u64, u32)> {
+        p.course_view(f.course).unwrap().observations.iter().map(|o| (o.position, o.offset.0)).collect()
+    };
+    let expected: Vec<(u64, u32)> = kept(&p).iter().map(|(pos, _)| (*pos, offsets[pos])).collect();
+    assert_eq!(expected.len(), 150);
+    assert!(expected.iter().all(|(_, off)| *off > 0));
+    assert_eq!(kept(&p), expected, "as applied");
+    drop(p);
+    let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
+    assert_eq!(kept(&p), expected, "as loaded from the store");
+}
+
 /// A page of a long course's history decodes only the sealed chunks that can hold its items
 /// (each knows its newest observation without being decoded), and every page is what a full
 /// sort of the course's observations gives, with backdated ones where their time puts them.
