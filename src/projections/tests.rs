@@ -541,21 +541,33 @@ fn sealed_chunks_are_decoded_while_read_and_dropped_when_cold() {
     assert_eq!(all_views(&reopened), corrected);
 }
 
+/// A course of 200 events, persisted, reopened from the store with the sweep always due and
+/// persists by time every `persist_interval`, then read whole (its three sealed chunks
+/// decoded); with how many of its chunks are decoded.
+fn reopened_after_a_full_read(
+    persist_interval: std::time::Duration,
+) -> (Fixture, Projections, impl Fn(&Projections) -> Option<usize>) {
+    let mut f = Fixture::new();
+    fill(&mut f, 200);
+    let mut c = config_persisting_every(&f.dir, u64::MAX);
+    c.persist_interval = persist_interval;
+    c.sweep_interval = std::time::Duration::ZERO;
+    drop(Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap());
+    let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
+    let course = f.course;
+    let decoded = move |p: &Projections| p.read().courses.get(&course).map(|v| v.observations.decoded_chunks());
+    p.contact_history(course, &HistoryFilter::default(), None, 500).unwrap().unwrap();
+    assert_eq!(decoded(&p), Some(3));
+    (f, p, decoded)
+}
+
 /// The follower's sweep waits for a persist in flight (which holds the views it writes), and
 /// sweeps once there is none.
 #[test]
 fn the_follower_sweeps_only_when_no_persist_is_in_flight() {
-    let mut f = Fixture::new();
-    fill(&mut f, 200);
-    let mut c = config_persisting_every(&f.dir, u64::MAX);
-    c.persist_interval = std::time::Duration::ZERO; // a persist by time is always due …
-    c.sweep_interval = std::time::Duration::ZERO; // … and so is a sweep
-    drop(Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap());
-    let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
-    let course = f.course;
-    let decoded = || p.read().courses.get(&course).map(|v| v.observations.decoded_chunks());
-    p.contact_history(course, &HistoryFilter::default(), None, 500).unwrap().unwrap();
-    assert_eq!(decoded(), Some(3));
+    // A persist by time is always due, and so is a sweep.
+    let (_f, p, decoded) = reopened_after_a_full_read(std::time::Duration::ZERO);
+    let decoded = || decoded(&p);
     let (release, wait) = std::sync::mpsc::channel::<()>();
     let mut applier = p.inner.applier.lock().unwrap();
     applier.in_flight = Some(std::thread::spawn(move || {
@@ -576,16 +588,9 @@ fn the_follower_sweeps_only_when_no_persist_is_in_flight() {
 /// the chunks no read used.
 #[test]
 fn the_sweep_runs_on_its_own_interval_not_the_persist_s() {
-    let mut f = Fixture::new();
-    fill(&mut f, 200);
-    let mut c = config_persisting_every(&f.dir, u64::MAX); // persists by time an hour apart
-    c.sweep_interval = std::time::Duration::ZERO;
-    drop(Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c.clone()).unwrap());
-    let (p, _) = Projections::open(f.log.clone(), Arc::new(f.clock.clone()), c).unwrap();
-    let course = f.course;
-    let decoded = || p.read().courses.get(&course).map(|v| v.observations.decoded_chunks());
-    p.contact_history(course, &HistoryFilter::default(), None, 500).unwrap().unwrap();
-    assert_eq!(decoded(), Some(3));
+    // Persists by time an hour apart, a sweep always due.
+    let (_f, p, decoded) = reopened_after_a_full_read(std::time::Duration::from_secs(3600));
+    let decoded = || decoded(&p);
     let mut applier = p.inner.applier.lock().unwrap();
     p.sweep_when_due(&mut applier);
     p.sweep_when_due(&mut applier);
